@@ -1,0 +1,3 @@
+from composeguard.entry import main
+
+main()

@@ -1,0 +1,254 @@
+"""The guard's own commands (click). Arguments in, exit codes out; the logic lives elsewhere.
+
+``entry.py`` sends only guarded commands here; compose's global options (``-f``, ``-p`` …)
+arrive in ``ctx.obj`` and are handed to compose unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import click
+
+from composeguard import __version__
+from composeguard.entry import GUARDED_COMMANDS, split_global_options
+from composeguard.errors import ExitCode, GuardError
+
+log = logging.getLogger("composeguard")
+
+HELP = """\
+A drop-in wrapper for `docker compose` that snapshots the ZFS datasets or Btrfs
+subvolumes behind your services before an upgrade, probes the new version, and
+rolls data and images back when it fails.
+
+Usage: composeguard [COMPOSE OPTIONS] COMMAND [ARGS]...
+
+Every other compose command (ps, logs, exec, down, pull, config, ...) and every
+compose option (-f, -p, --project-directory, --env-file, --profile, ...) passes
+through to `docker compose` unchanged. Alias it: alias docker-compose=composeguard
+"""
+
+
+class Group(click.Group):
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write(HELP)
+        self.format_commands(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text(
+            "Exit codes: 0 ok or nothing to do, 2 usage/configuration (nothing changed), "
+            "3 upgrade failed and was rolled back, 4 rollback failed (look at it), "
+            "5 another run holds the project's lock, 1 other errors. "
+            "Settings: x-composeguard in the compose file, COMPOSEGUARD_* variables. "
+            "--debug shows tracebacks."
+        )
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    ctx.ensure_object(dict)
+
+
+def _globals(ctx: click.Context) -> list[str]:
+    return list(ctx.obj.get("globals", []))
+
+
+def _reporter(quiet: bool = False):
+    from composeguard.report import Reporter
+
+    return Reporter(quiet=quiet)
+
+
+def _project(ctx: click.Context):
+    from composeguard.compose.project import resolve
+
+    return resolve(_globals(ctx))
+
+
+UP_HELP = """Guarded `docker compose up`: takes every `docker compose up` option.
+
+If no service would run a different image than it runs now, this is exactly
+`docker compose up`. Otherwise composeguard snapshots the data of the services
+that change (and of what they depend on), starts the new images, probes them,
+and rolls back on failure (exit 3).
+
+Own option: --allow-unprotected (or COMPOSEGUARD_ALLOW_UNPROTECTED=1) upgrades
+even when a data volume is not on ZFS or Btrfs.
+"""
+
+
+@main.command(
+    help=UP_HELP,
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def up(ctx: click.Context, args: tuple[str, ...]) -> None:
+    if "-h" in args or "--help" in args:
+        click.echo(UP_HELP)
+        click.echo("The options of `docker compose up` follow.\n")
+        from composeguard.entry import exec_compose
+
+        exec_compose([*_globals(ctx), "up", "--help"])
+    from composeguard.transaction import UpRequest, guarded_up, parse_up_args
+
+    user_args = [a for a in args if a != "--allow-unprotected"]
+    services, opts = parse_up_args(user_args)
+    req = UpRequest(
+        global_args=_globals(ctx),
+        up_args=user_args,
+        services=services,
+        pull=opts.get("--pull") == "always",
+        allow_unprotected="--allow-unprotected" in args
+        or os.environ.get("COMPOSEGUARD_ALLOW_UNPROTECTED") == "1",
+        no_deps=bool(opts.get("--no-deps")),
+    )
+    ctx.exit(guarded_up(req, _reporter()))
+
+
+@main.command(help="For cron: pull, then a guarded up of what changed. Quiet when nothing changes.")
+@click.argument("services", nargs=-1)
+@click.option("--allow-unprotected", is_flag=True, help="Upgrade even with unprotected volumes.")
+@click.pass_context
+def update(ctx: click.Context, services: tuple[str, ...], allow_unprotected: bool) -> None:
+    from composeguard.transaction import UpRequest, guarded_up
+
+    req = UpRequest(
+        global_args=_globals(ctx),
+        up_args=["--detach", *services],
+        services=list(services),
+        pull=True,
+        allow_unprotected=allow_unprotected,
+        command="update",
+    )
+    ctx.exit(guarded_up(req, _reporter()))
+
+
+@main.command(
+    help="Show what `up`/`update` would do: changes, rollback unit, datasets. Changes nothing."
+)
+@click.argument("services", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
+    from composeguard.commands import plan_command
+
+    plan_command(_project(ctx), list(services), as_json)
+
+
+@main.command(help="Past transactions: outcome, services, digests, snapshots, failed state.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def history(ctx: click.Context, as_json: bool) -> None:
+    from composeguard.commands import history_command
+
+    history_command(_project(ctx).name, as_json)
+
+
+@main.command(help="Put back the data and images of the last (or the given) transaction.")
+@click.argument("txn", required=False)
+@click.pass_context
+def rollback(ctx: click.Context, txn: str | None) -> None:
+    from composeguard.commands import rollback_command
+
+    ctx.exit(rollback_command(_project(ctx), txn, _reporter()))
+
+
+@main.command(help="Digests held back after failed upgrades, with reasons and dates.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def pins(ctx: click.Context, as_json: bool) -> None:
+    from composeguard.commands import pins_command
+
+    pins_command(_project(ctx).name, as_json)
+
+
+@main.command(help="Release the pin of SERVICE: the next up/update runs its compose file's image.")
+@click.argument("service")
+@click.pass_context
+def unpin(ctx: click.Context, service: str) -> None:
+    from composeguard.commands import unpin_command
+
+    unpin_command(_project(ctx).name, service)
+
+
+@main.command(help="Finish a transaction that was interrupted (crash, kill, reboot).")
+@click.pass_context
+def recover(ctx: click.Context) -> None:
+    from composeguard.commands import recover_command
+
+    ctx.exit(recover_command(_project(ctx), _reporter()))
+
+
+@main.command(help="Show the versions of composeguard and docker compose.")
+def version() -> None:
+    from composeguard import execute
+    from composeguard.entry import docker_binary
+
+    click.echo(f"composeguard {__version__}")
+    proc = execute.run([docker_binary(), "compose", "version"], check=False)
+    click.echo((proc.stdout or proc.stderr or "docker compose: not found").strip())
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    handler.setFormatter(logging.Formatter("composeguard: %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("composeguard")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: list[str]) -> None:
+    """Run a guarded command; ``args`` are the raw arguments after ``composeguard``."""
+    debug = "--debug" in args or os.environ.get("COMPOSEGUARD_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    _setup_logging(debug)
+    global_options, command, rest = split_global_options(args)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    from composeguard.transaction import ExecInstead
+
+    try:
+        argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]
+        code = main.main(
+            argv, prog_name="composeguard", obj={"globals": global_options}, standalone_mode=False
+        )
+    except ExecInstead as e:
+        from composeguard.entry import exec_compose
+
+        exec_compose(e.argv[2:])
+        return
+    except GuardError as e:
+        click.echo(f"composeguard: {e}", err=True)
+        if debug:
+            raise
+        sys.exit(int(e.exit_code))
+    except click.ClickException as e:
+        e.show()
+        sys.exit(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("composeguard: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - one line for the user, the traceback with --debug
+        if debug:
+            raise
+        click.echo(
+            f"composeguard: internal error: {type(e).__name__}: {e} (run with --debug for details)",
+            err=True,
+        )
+        sys.exit(ExitCode.ERROR)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,148 @@
+"""The read-mostly commands: plan, history, pins, unpin, rollback, recover."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from composeguard.compose.project import Project
+from composeguard.errors import ConfigError, GuardError, RolledBack
+from composeguard.journal import COMMITTED, Journal
+from composeguard.lock import project_lock
+from composeguard.pins import PinFile
+from composeguard.report import Reporter, short
+
+
+def plan_command(project: Project, services: list[str], as_json: bool) -> None:
+    from composeguard.planner import (
+        Plan,
+        detect_changes,
+        map_storage,
+        record_running,
+        registry_digests,
+        scope_of,
+    )
+
+    pins = PinFile(project.name)
+    scope = scope_of(project, services)
+    running = record_running(project, scope)
+    source = "registry"
+    try:
+        remote = registry_digests(project)
+    except ConfigError as e:
+        remote, source = None, f"local images ({e})"
+    plan = Plan(project, scope, running, detect_changes(project, pins, running, remote))
+    map_storage(plan)
+    if as_json:
+        doc = plan.to_json()
+        doc["compared_with"] = source
+        doc["not_running"] = [s for s in scope if s not in running]
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"project {project.name} (compared with {source})")
+    if not plan.changes:
+        click.echo("nothing to upgrade: every running service is on its newest image")
+        return
+    for c in plan.changes.values():
+        click.echo(
+            f"  change  {c.service}: {short(c.old_digest or c.old_image_id)} -> "
+            f"{short(c.new_digest or c.new_image_id)} ({c.new_ref})"
+        )
+    click.echo(f"  rollback unit: {', '.join(plan.unit)}")
+    for d in plan.datasets():
+        click.echo(f"  would snapshot {d.backend} {d.name}")
+    for s in plan.unit:
+        for u in plan.storage[s].unprotected:
+            click.echo(f"  NOT protected  {s}:{u.target}: {u.reason}")
+
+
+def history_command(project: str, as_json: bool) -> None:
+    journals = Journal.all(project)
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(json.dumps([asdict(j) for j in journals], indent=2))
+        return
+    if not journals:
+        click.echo(f"no transactions for project {project}")
+        return
+    for j in journals:
+        outcome = j.outcome or f"UNFINISHED at {j.phase}"
+        click.echo(f"{j.id}  {j.command:<7} {outcome}")
+        for c in j.changes.values():
+            click.echo(
+                f"    {c.service}: {short(c.old_digest or c.old_image_id)} -> "
+                f"{short(c.new_digest or c.new_image_id)}"
+            )
+        if j.reason:
+            click.echo(f"    reason: {j.reason}")
+        for s in j.snapshots:
+            state = "released" if j.snapshots_released else "kept"
+            click.echo(f"    snapshot ({state}): {s['name']}")
+        for f in j.failed_states:
+            click.echo(f"    failed state: {f}")
+
+
+def pins_command(project: str, as_json: bool) -> None:
+    pins = PinFile(project)
+    if as_json:
+        from dataclasses import asdict
+
+        click.echo(json.dumps({s: asdict(p) for s, p in pins.pins.items()}, indent=2))
+        return
+    if not pins.pins:
+        click.echo(f"no pins for project {project}")
+        return
+    for s, p in sorted(pins.pins.items()):
+        click.echo(f"{s}: runs {p.image} (pinned {p.since} by {p.txn})")
+        for b in p.bad:
+            click.echo(f"    bad {b.digest} on {b.date}: {b.reason}")
+    click.echo(f"pin file: {pins.path}")
+
+
+def unpin_command(project: str, service: str) -> None:
+    with project_lock(project):
+        pins = PinFile(project)
+        if not pins.unpin(service):
+            raise ConfigError(f"service {service} of project {project} is not pinned")
+        pins.save()
+    click.echo(f"unpinned {service}: the next up/update runs the image of the compose file")
+
+
+def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
+    from composeguard.transaction import refuse_if_unfinished, roll_back
+
+    with project_lock(project.name):
+        refuse_if_unfinished(project.name)
+        journals = [j for j in Journal.all(project.name) if j.outcome == COMMITTED]
+        if txn:
+            journals = [j for j in journals if j.id == txn]
+            if not journals:
+                raise ConfigError(
+                    f"no committed transaction {txn} in project {project.name} "
+                    f"(see `composeguard history`)"
+                )
+        if not journals:
+            raise ConfigError(f"project {project.name} has no committed transaction to roll back")
+        j = journals[-1]
+        if j.snapshots_released:
+            raise GuardError(f"the snapshots of {j.id} were released by the retention rule")
+        j.outcome = None
+        try:
+            roll_back(project, j, "manual rollback", rep)
+        except RolledBack as e:
+            click.echo(f"composeguard: {e}", err=True)
+    return 0
+
+
+def recover_command(project: Project, rep: Reporter) -> int:
+    """Bring an interrupted transaction to one of the two allowed ends."""
+    from composeguard.transaction import finish_interrupted
+
+    with project_lock(project.name):
+        j = Journal.unfinished(project.name)
+        if j is None:
+            click.echo(f"nothing to recover for project {project.name}")
+            return 0
+        return finish_interrupted(project, j, rep)

@@ -1,0 +1,140 @@
+"""Resolve a compose project the way compose does: by asking ``docker compose config``.
+
+The YAML output is read (not ``--format json`` and not python-on-whales' ``compose.config()``)
+because the JSON drops service-level ``x-*`` fields (docker/compose#11528).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from composeguard import execute
+from composeguard.compose.invocation import Invocation
+from composeguard.entry import docker_binary
+from composeguard.errors import CommandError, ConfigError
+from composeguard.settings import ProjectSettings, ServiceSettings
+
+try:  # the C loader is several times faster on large projects
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    """One entry of a service's ``volumes`` (long form, as compose normalises it)."""
+
+    type: str  # bind | volume | tmpfs | npipe | image | cluster
+    source: str | None  # bind: absolute host path; volume: key of the top-level volumes map
+    target: str
+    read_only: bool = False
+
+
+@dataclass
+class Service:
+    name: str
+    image: str | None
+    volumes: list[VolumeMount]
+    depends_on: list[str]
+    has_healthcheck: bool
+    settings: ServiceSettings
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class Project:
+    name: str
+    invocation: Invocation
+    files: list[str]  # the compose files compose loads, absolute, in order
+    services: dict[str, Service]
+    volumes: dict[str, dict[str, Any]]  # top-level volumes (key -> name/driver/driver_opts/...)
+    settings: ProjectSettings
+
+    def compose_args(self, extra_files: list[str] | None = None) -> list[str]:
+        """Global options for compose commands composeguard runs on this project."""
+        return self.invocation.with_files(self.files + list(extra_files or []), self.name)
+
+    def service(self, name: str) -> Service:
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise ConfigError(f"no such service: {name} (services: {known})") from None
+
+
+def run_config(invocation: Invocation) -> str:
+    try:
+        return execute.run([docker_binary(), "compose", *invocation.args, "config"]).stdout
+    except CommandError as e:
+        lines = [ln for ln in e.stderr.strip().splitlines() if ln.strip()]
+        raise ConfigError(f"docker compose config failed: {lines[-1] if lines else e}") from e
+
+
+def _depends_on(raw: Any) -> list[str]:
+    if isinstance(raw, dict):
+        return list(raw)
+    if isinstance(raw, list):
+        return [str(x) for x in raw]
+    return []
+
+
+def _healthcheck(raw: dict[str, Any]) -> bool | None:
+    """True/False when the compose file decides; None when the image's HEALTHCHECK decides."""
+    hc = raw.get("healthcheck")
+    if not isinstance(hc, dict):
+        return None
+    if hc.get("disable") or (hc.get("test") in (["NONE"], "NONE")):
+        return False
+    return True if hc.get("test") else None
+
+
+def parse_project(text: str, invocation: Invocation, files: list[str]) -> Project:
+    try:
+        model = yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader is the safe loader
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot read the output of docker compose config: {e}") from e
+    if not isinstance(model, dict) or "services" not in model:
+        raise ConfigError("docker compose config returned no services")
+    services: dict[str, Service] = {}
+    for name, raw in (model.get("services") or {}).items():
+        raw = raw or {}
+        vols = []
+        for v in raw.get("volumes") or []:
+            if isinstance(v, dict):
+                vols.append(
+                    VolumeMount(
+                        type=str(v.get("type", "volume")),
+                        source=v.get("source"),
+                        target=str(v.get("target", "")),
+                        read_only=bool(v.get("read_only", False)),
+                    )
+                )
+        hc = _healthcheck(raw)
+        services[name] = Service(
+            name=name,
+            image=raw.get("image"),
+            volumes=vols,
+            depends_on=_depends_on(raw.get("depends_on")),
+            has_healthcheck=bool(hc),
+            settings=ServiceSettings.parse(raw.get("x-composeguard"), where=f"service {name}"),
+            raw=raw,
+        )
+    return Project(
+        name=str(model.get("name")),
+        invocation=invocation,
+        files=files,
+        services=services,
+        volumes=dict(model.get("volumes") or {}),
+        settings=ProjectSettings.parse(model.get("x-composeguard"), where="the project"),
+    )
+
+
+def resolve(global_args: list[str], cwd: str | None = None) -> Project:
+    """Load the project that ``docker compose GLOBAL_ARGS …`` would act on."""
+    invocation = Invocation.parse(global_args)
+    files = invocation.config_files(cwd or os.getcwd())
+    return parse_project(run_config(invocation), invocation, files)

@@ -1,0 +1,52 @@
+"""The one place that starts processes: argument lists only, each logged at debug level."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import subprocess
+from collections.abc import Sequence
+
+from composeguard.errors import CommandError
+
+log = logging.getLogger("composeguard.execute")
+
+
+def run(
+    args: Sequence[str],
+    *,
+    check: bool = True,
+    capture: bool = True,
+    input_text: str | None = None,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` (never through a shell) and return the completed process.
+
+    With ``capture=False`` the child writes straight to our stdout/stderr, which is how
+    compose's own progress output reaches the user. ``check`` raises :class:`CommandError`.
+    """
+    argv = [str(a) for a in args]
+    log.debug("run: %s", shlex.join(argv))
+    try:
+        proc = subprocess.run(  # noqa: S603 - argument list, no shell
+            argv,
+            check=False,
+            text=True,
+            input=input_text,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            timeout=timeout,
+            env=env,
+        )
+    except FileNotFoundError as e:
+        raise CommandError(argv, 127, str(e), f"{argv[0]} is not installed") from e
+    except subprocess.TimeoutExpired as e:
+        raise CommandError(
+            argv, 124, "", f"{shlex.join(argv[:3])} timed out after {timeout:g}s"
+        ) from e
+    if proc.returncode != 0:
+        log.debug("exit %d: %s", proc.returncode, (proc.stderr or "").strip()[-2000:])
+        if check:
+            raise CommandError(argv, proc.returncode, proc.stderr or "")
+    return proc

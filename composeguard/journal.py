@@ -1,0 +1,133 @@
+"""The transaction journal: one JSON file per transaction, rewritten atomically at every step.
+
+The journal is written *before* each step that changes something, so after a crash it says
+what may have happened and ``recover`` can finish the job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composeguard.state import make_private_dir, project_dir, read_json, write_json
+
+# Outcomes of a finished transaction.
+COMMITTED = "committed"
+ROLLED_BACK = "rolled-back"
+ROLLBACK_FAILED = "rollback-failed"
+ABORTED = "aborted"  # failed before anything was changed
+FINISHED = (COMMITTED, ROLLED_BACK, ROLLBACK_FAILED, ABORTED)
+
+
+@dataclass
+class ServiceChange:
+    service: str
+    old_image_id: str
+    old_ref: str  # the reference a pin would run: repo@sha256:… or a composeguard tag
+    old_digest: str | None
+    new_image_id: str | None
+    new_ref: str
+    new_digest: str | None
+
+
+@dataclass
+class Journal:
+    id: str
+    project: str
+    command: str
+    created: str
+    phase: str = "started"
+    outcome: str | None = None
+    reason: str = ""
+    changes: dict[str, ServiceChange] = field(default_factory=dict)
+    unit: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    failed_states: list[str] = field(default_factory=list)
+    compose_args: list[str] = field(default_factory=list)
+    up_args: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    finished: str | None = None
+    snapshots_released: bool = False
+
+    @classmethod
+    def new(cls, project: str, command: str) -> Journal:
+        now = dt.datetime.now(dt.UTC)
+        txn = now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+        return cls(
+            id=txn, project=project, command=command, created=now.replace(microsecond=0).isoformat()
+        )
+
+    # -- files -----------------------------------------------------------------------------
+    @staticmethod
+    def folder(project: str) -> Path:
+        d = project_dir(project) / "txns"
+        make_private_dir(d)
+        return d
+
+    @property
+    def path(self) -> Path:
+        return self.folder(self.project) / f"{self.id}.json"
+
+    @property
+    def files_dir(self) -> Path:
+        d = self.folder(self.project) / self.id
+        make_private_dir(d)
+        return d
+
+    def save(self) -> None:
+        write_json(self.path, asdict(self))
+
+    def step(self, phase: str, **detail: Any) -> None:
+        """Record that ``phase`` starts (or happened) and persist the journal."""
+        self.phase = phase
+        entry = {"phase": phase, "at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")}
+        entry.update(detail)
+        self.steps.append(entry)
+        self.save()
+
+    def finish(self, outcome: str, reason: str = "") -> None:
+        self.outcome = outcome
+        if reason:
+            self.reason = reason
+        self.finished = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+        self.step(outcome)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Journal:
+        d = dict(d)
+        d["changes"] = {k: ServiceChange(**v) for k, v in (d.get("changes") or {}).items()}
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, project: str, txn: str) -> Journal:
+        return cls.from_dict(read_json(cls.folder(project) / f"{txn}.json"))
+
+    @classmethod
+    def all(cls, project: str) -> list[Journal]:
+        out = []
+        for p in sorted(cls.folder(project).glob("*.json")):
+            out.append(cls.from_dict(read_json(p)))
+        return out
+
+    @classmethod
+    def unfinished(cls, project: str) -> Journal | None:
+        return next((j for j in reversed(cls.all(project)) if j.outcome is None), None)
+
+
+def projects_with_journals() -> list[str]:
+    from composeguard.state import state_dir
+
+    root = state_dir() / "projects"
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if (p / "txns").is_dir() and os.listdir(p / "txns")
+    )

@@ -1,0 +1,35 @@
+"""The per-project lock: one guarded run per project at a time.
+
+``flock`` is released by the kernel when the process dies, so a SIGKILL never leaves a stale
+lock behind; an interrupted transaction is found through its journal instead.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from composeguard.errors import LockedError
+from composeguard.state import project_dir
+
+
+@contextmanager
+def project_lock(project: str) -> Iterator[None]:
+    path = project_dir(project) / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise LockedError(
+                f"another composeguard run (pid {holder}) is working on project {project}; "
+                f"try again when it has finished"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -1,0 +1,111 @@
+"""Pins: the old digest a service must run, and the digests that failed.
+
+The pin file is a plain compose override (``services.<name>.image: repo@sha256:…``) with the
+reasons under ``x-composeguard-pins``, so a user can read it and even pass it to compose by
+hand. composeguard passes an *applied* copy holding only the services the project still has:
+an override for a service that was removed would otherwise make compose create it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from composeguard.errors import GuardError
+from composeguard.state import project_dir, write_atomic
+
+HEADER = """\
+# composeguard pins for project {project}.
+# A pinned service runs the image below instead of its compose file's tag, because the
+# newer digest failed its probe. `composeguard pins` lists them; `composeguard unpin SERVICE`
+# releases one. This file is a plain compose override.
+"""
+
+
+@dataclass
+class BadDigest:
+    digest: str
+    reason: str
+    date: str
+    txn: str
+
+
+@dataclass
+class Pin:
+    service: str
+    image: str  # what to run: repo@sha256:… (or a composeguard tag for a local build)
+    since: str
+    txn: str
+    bad: list[BadDigest] = field(default_factory=list)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+class PinFile:
+    def __init__(self, project: str) -> None:
+        self.project = project
+        self.path = project_dir(project) / "pins.yaml"
+        self.applied_path = project_dir(project) / "pins.applied.yaml"
+        self.pins: dict[str, Pin] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        try:
+            doc = yaml.safe_load(self.path.read_text()) or {}
+            meta = doc.get("x-composeguard-pins") or {}
+            for svc, m in meta.items():
+                self.pins[svc] = Pin(
+                    service=svc,
+                    image=str(m["image"]),
+                    since=str(m.get("since", "")),
+                    txn=str(m.get("txn", "")),
+                    bad=[BadDigest(**b) for b in m.get("bad") or []],
+                )
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
+            raise GuardError(f"the pin file {self.path} is corrupt ({e}); fix or remove it") from e
+
+    def render(self, services: set[str] | None = None) -> str:
+        chosen = {s: p for s, p in sorted(self.pins.items()) if services is None or s in services}
+        doc: dict[str, Any] = {"services": {s: {"image": p.image} for s, p in chosen.items()}}
+        doc["x-composeguard-pins"] = {
+            s: {k: v for k, v in asdict(p).items() if k != "service"} for s, p in chosen.items()
+        }
+        return HEADER.format(project=self.project) + yaml.safe_dump(doc, sort_keys=False)
+
+    def save(self) -> None:
+        if self.pins:
+            write_atomic(self.path, self.render())
+        elif self.path.exists():
+            self.path.unlink()
+
+    def pin(self, service: str, image: str, txn: str, bad_digest: str | None, reason: str) -> None:
+        old = self.pins.get(service)
+        bad = list(old.bad) if old else []
+        if bad_digest and all(b.digest != bad_digest for b in bad):
+            bad.append(BadDigest(digest=bad_digest, reason=reason, date=now_iso(), txn=txn))
+        self.pins[service] = Pin(service=service, image=image, since=now_iso(), txn=txn, bad=bad)
+
+    def unpin(self, service: str) -> bool:
+        return self.pins.pop(service, None) is not None
+
+    def image_for(self, service: str) -> str | None:
+        p = self.pins.get(service)
+        return p.image if p else None
+
+    def applied_file(self, services: set[str]) -> list[str]:
+        """The ``-f`` file to add to compose commands ([] when no pin applies)."""
+        if not any(s in services for s in self.pins):
+            return []
+        write_atomic(self.applied_path, self.render(services))
+        return [str(self.applied_path)]
+
+
+def pinned_projects(state_root: Path) -> list[str]:
+    return sorted(p.parent.name for p in (state_root / "projects").glob("*/pins.yaml"))

@@ -1,0 +1,182 @@
+"""Work out what an upgrade would do: which services change, the rollback unit, the storage.
+
+Shared by ``plan`` (changes nothing) and the guarded ``up``/``update`` (which then act on it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from composeguard.compose import docker
+from composeguard.compose.project import Project
+from composeguard.errors import ConfigError
+from composeguard.pins import PinFile
+from composeguard.storage.base import Dataset
+from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
+from composeguard.unit import rollback_unit
+
+
+@dataclass
+class Running:
+    service: str
+    container_ids: list[str]
+    image_id: str
+    repo_digest: str | None  # repo@sha256:… of the running image in the service's repository
+
+
+@dataclass
+class Change:
+    service: str
+    old_image_id: str
+    old_digest: str | None
+    new_ref: str  # the reference compose will start
+    new_image_id: str | None
+    new_digest: str | None
+
+
+@dataclass
+class Plan:
+    project: Project
+    scope: list[str]
+    running: dict[str, Running]
+    changes: dict[str, Change]
+    unit: list[str] = field(default_factory=list)
+    storage: dict[str, ServiceStorage] = field(default_factory=dict)
+
+    def datasets(self) -> list[Dataset]:
+        seen: dict[str, Dataset] = {}
+        for s in self.unit:
+            for d in self.storage[s].datasets:
+                seen.setdefault(d.name, d)
+        return list(seen.values())
+
+    def refusals(self, allow_all: bool) -> list[tuple[str, NotProtected]]:
+        """Unprotected data volumes of unit services that are not allowed."""
+        out = []
+        for s in self.unit:
+            eff = self.project.settings.for_service(self.project.services[s].settings)
+            if allow_all or eff.unprotected == "allow":
+                continue
+            out += [(s, u) for u in self.storage[s].unprotected]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "project": self.project.name,
+            "changes": [asdict(c) for c in self.changes.values()],
+            "unit": self.unit,
+            "datasets": [d.to_json() for d in self.datasets()],
+            "services": {
+                s: {
+                    "protected": [
+                        {
+                            "target": p.target,
+                            "path": p.path,
+                            "dataset": p.dataset.name,
+                            "backend": p.dataset.backend,
+                        }
+                        for p in self.storage[s].protected
+                    ],
+                    "unprotected": [asdict(u) for u in self.storage[s].unprotected],
+                }
+                for s in self.unit
+            },
+        }
+
+
+def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> list[str]:
+    for s in requested:
+        project.service(s)  # raises a clear error for an unknown service
+    if not requested:
+        return sorted(project.services)
+    out, todo = set(requested), list(requested)
+    while todo and not no_deps:
+        for d in project.services[todo.pop()].depends_on:
+            if d not in out and d in project.services:
+                out.add(d)
+                todo.append(d)
+    return sorted(out)
+
+
+def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
+    """What runs now, read before any pull: image ID and repo digest per service."""
+    running: dict[str, Running] = {}
+    for c in docker.project_containers(project.name):
+        if c.service not in scope:
+            continue
+        r = running.get(c.service)
+        if r is None:
+            info = docker.image_info(c.image_id)
+            digest = info.digest_for(c.image_ref) if info else None
+            running[c.service] = Running(c.service, [c.id], c.image_id, digest)
+        else:
+            r.container_ids.append(c.id)
+    return running
+
+
+def wanted_ref(project: Project, pins: PinFile, service: str) -> str | None:
+    return pins.image_for(service) or project.services[service].image
+
+
+def detect_changes(
+    project: Project,
+    pins: PinFile,
+    running: dict[str, Running],
+    remote: dict[str, str] | None = None,
+) -> dict[str, Change]:
+    """Services whose container would run another image. ``remote`` maps service -> the
+    registry's current repo digest (for ``plan``); otherwise local images are compared."""
+    changes: dict[str, Change] = {}
+    for svc, r in running.items():
+        ref = wanted_ref(project, pins, svc)
+        if not ref:
+            continue  # build-only service: compose decides when to rebuild
+        if remote and svc in remote and not pins.image_for(svc):
+            new_digest = remote[svc]
+            if r.repo_digest and new_digest.split("@")[-1] == r.repo_digest.split("@")[-1]:
+                continue
+            info = docker.image_info(new_digest)
+            changes[svc] = Change(
+                svc, r.image_id, r.repo_digest, ref, info.id if info else None, new_digest
+            )
+            continue
+        info = docker.image_info(ref)
+        if info is None or info.id == r.image_id:
+            continue
+        changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
+    return changes
+
+
+def map_storage(plan: Plan) -> None:
+    project = plan.project
+    mapper = StorageMapper(project)
+    storage = {s: mapper.for_service(project.services[s]) for s in plan.scope}
+    deps = {s: [d for d in project.services[s].depends_on if d in storage] for s in storage}
+    ds = {s: [d.name for d in st.datasets] for s, st in storage.items()}
+    plan.storage = storage
+    plan.unit = rollback_unit(plan.changes, deps, ds) if plan.changes else []
+
+
+def registry_digests(project: Project) -> dict[str, str]:
+    """service -> repo@sha256:… the registry serves now (``config --resolve-image-digests``)."""
+    import yaml
+
+    from composeguard import execute
+    from composeguard.entry import docker_binary
+
+    proc = execute.run(
+        [docker_binary(), "compose", *project.invocation.args, "config", "--resolve-image-digests"],
+        check=False,
+        timeout=120,
+    )
+    if proc.returncode != 0:
+        lines = (proc.stderr or "").strip().splitlines()
+        raise ConfigError(f"cannot ask the registry for digests: {lines[-1] if lines else '?'}")
+    model = yaml.safe_load(proc.stdout) or {}
+    out = {}
+    for svc, raw in (model.get("services") or {}).items():
+        img = (raw or {}).get("image") or ""
+        if "@" in img:
+            out[svc] = docker.repository(img) + "@" + img.split("@", 1)[1]
+    return out

@@ -1,0 +1,37 @@
+"""Progress lines a person can follow: one line per step with the time since the start.
+
+Lines go to stderr (compose's own output is passed through unchanged); every line is also
+logged, so it lands in the run's log file in the state directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+log = logging.getLogger("composeguard")
+
+
+class Reporter:
+    def __init__(self, quiet: bool = False) -> None:
+        self.t0 = time.monotonic()
+        self.quiet = quiet
+
+    def step(self, message: str) -> None:
+        line = f"composeguard [{time.monotonic() - self.t0:6.1f}s] {message}"
+        log.info(message)
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        log.warning(message)
+        print(f"composeguard: warning: {message}", file=sys.stderr, flush=True)
+
+
+def short(ref: str | None) -> str:
+    """'repo@sha256:0123456789ab…' -> 'sha256:0123456789ab' for one-line reports."""
+    if not ref:
+        return "(none)"
+    digest = ref.split("@", 1)[1] if "@" in ref else ref
+    return digest[:19] if digest.startswith("sha256:") else digest

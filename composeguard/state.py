@@ -1,0 +1,86 @@
+"""composeguard's state directory: atomic JSON files with private permissions.
+
+Layout (``COMPOSEGUARD_STATE_DIR``, default ``/var/lib/composeguard``)::
+
+    projects/<project>/lock             the per-project lock (flock)
+    projects/<project>/pins.yaml        the pin override file (a plain compose file)
+    projects/<project>/txns/<id>.json   one journal per transaction
+    projects/<project>/txns/<id>/       its run log and the saved logs of failed services
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from composeguard.errors import ConfigError, GuardError
+
+DEFAULT_STATE_DIR = "/var/lib/composeguard"
+_SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("COMPOSEGUARD_STATE_DIR", DEFAULT_STATE_DIR))
+
+
+def safe_name(name: str, what: str) -> str:
+    """Project names become path components: accept only compose's own name alphabet."""
+    if not _SAFE_NAME.match(name or ""):
+        raise ConfigError(f"invalid {what} {name!r}: use lowercase letters, digits, '-' and '_'")
+    return name
+
+
+def project_dir(project: str, create: bool = True) -> Path:
+    d = state_dir() / "projects" / safe_name(project, "project name")
+    if create:
+        make_private_dir(d)
+    return d
+
+
+def make_private_dir(d: Path) -> None:
+    try:
+        for p in reversed([d, *d.parents]):
+            if not p.exists():
+                p.mkdir(mode=0o700)
+        os.chmod(d, 0o700)
+    except OSError as e:
+        raise GuardError(
+            f"cannot use the state directory {d}: {e.strerror} "
+            f"(set COMPOSEGUARD_STATE_DIR to a writable folder)"
+        ) from e
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write ``path`` so that a crash leaves either the old or the new content: temp file in
+    the same folder, fsync, rename, fsync the folder. Mode 0600."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, raw)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GuardError(
+            f"the state file {path} is corrupt ({e.msg} at line {e.lineno}); "
+            f"move it aside to continue"
+        ) from e

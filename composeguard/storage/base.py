@@ -1,0 +1,76 @@
+"""The interface every storage backend implements, and the objects they exchange."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A snapshot-able unit of storage: a ZFS dataset or a Btrfs subvolume."""
+
+    backend: str  # "btrfs" | "zfs"
+    name: str  # zfs: dataset name; btrfs: the subvolume's absolute path
+    pool: str  # zfs: pool name; btrfs: the mount source (one filesystem)
+    mountpoint: str  # where the filesystem that holds it is mounted
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Dataset:
+        return cls(**{k: d[k] for k in ("backend", "name", "pool", "mountpoint")})
+
+
+@dataclass
+class Snapshot:
+    dataset: Dataset
+    name: str  # zfs: pool/fs@snap; btrfs: absolute path of the read-only snapshot
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.to_json(), "name": self.name, "extra": self.extra}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Snapshot:
+        return cls(Dataset.from_json(d["dataset"]), d["name"], dict(d.get("extra") or {}))
+
+
+@dataclass(frozen=True)
+class SnapshotTags:
+    """What composeguard writes on its snapshots so that it only ever touches its own."""
+
+    txn: str
+    project: str
+    services: tuple[str, ...]
+    old_digests: dict[str, str]
+    new_digests: dict[str, str]
+
+
+class Unprotected(Exception):
+    """The path is not on storage this backend can snapshot; ``str(e)`` says why."""
+
+
+class Backend(Protocol):
+    kind: str
+
+    def dataset_for(self, path: str) -> Dataset:
+        """The dataset holding the real path ``path``; raises :class:`Unprotected`."""
+
+    def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
+        """Raise StorageError when a pool is too full to snapshot safely."""
+
+    def snapshot(
+        self, datasets: list[Dataset], tags: SnapshotTags, on_each: Any = None
+    ) -> list[Snapshot]:
+        """Snapshot ``datasets`` (atomically per pool where the storage can)."""
+
+    def restore(self, snapshot: Snapshot, txn: str) -> str:
+        """Put the dataset back to ``snapshot``; keep and return the name of the failed state."""
+
+    def destroy(self, name: str) -> None:
+        """Destroy a snapshot or kept failed state that composeguard made."""
+
+    def exists(self, name: str) -> bool:
+        """Whether a snapshot or kept state still exists."""

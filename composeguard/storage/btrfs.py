@@ -1,0 +1,227 @@
+"""Btrfs: read-only snapshots of subvolumes, restore by an atomic rename-exchange.
+
+Btrfs has no in-place rollback. A restore makes a writable snapshot of the pre-upgrade
+snapshot next to the live subvolume and swaps the two names with ``renameat2(RENAME_EXCHANGE)``,
+so at every instant the path holds either the failed state or the restored one. The failed
+state is then moved next to the pre-upgrade snapshot and made read-only: nothing the new
+version wrote is destroyed. Each step checks where it stands first, so a restore interrupted
+by a crash can simply be run again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+from composeguard import execute
+from composeguard.errors import CommandError, StorageError
+from composeguard.settings import parse_size_or_percent
+from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.mounts import Mount, mount_for
+
+log = logging.getLogger("composeguard.btrfs")
+
+SUBVOLUME_ROOT_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
+RENAME_EXCHANGE = 2
+AT_FDCWD = -100
+TAGS_FILE = "composeguard.json"
+
+
+def _renameat2_exchange(a: str, b: str) -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    fn = libc.renameat2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    log.debug("renameat2(%s, %s, RENAME_EXCHANGE)", a, b)
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        e = ctypes.get_errno()
+        raise StorageError(f"cannot swap {b} with its restored copy: {os.strerror(e)}")
+
+
+def subvolume_info(path: str) -> dict[str, str]:
+    """Fields of ``btrfs subvolume show`` (UUID, Parent UUID, Subvolume ID, Flags …)."""
+    out = execute.run(["btrfs", "subvolume", "show", path]).stdout
+    info: dict[str, str] = {}
+    for line in out.splitlines()[1:]:
+        key, sep, value = line.strip().partition(":")
+        if sep:
+            info[key.strip()] = value.strip()
+    return info
+
+
+class BtrfsBackend:
+    kind = "btrfs"
+
+    def __init__(self, mounts: list[Mount], snapshot_dir: str = ".composeguard-snapshots") -> None:
+        self.mounts = mounts
+        self.snapshot_dir = snapshot_dir
+
+    # -- discovery -------------------------------------------------------------------------
+    def dataset_for(self, path: str) -> Dataset:
+        m = mount_for(path, self.mounts)
+        if m is None or m.fstype != "btrfs":
+            raise Unprotected(f"{path} is not on Btrfs")
+        p = Path(path)
+        if not p.is_dir():
+            p = p.parent
+        while os.stat(p).st_ino != SUBVOLUME_ROOT_INO and str(p) != m.mountpoint:
+            p = p.parent
+        if str(p) == m.mountpoint or os.stat(p).st_ino != SUBVOLUME_ROOT_INO:
+            raise Unprotected(
+                f"{path} is not in a subvolume of its own on the Btrfs filesystem at {m.mountpoint} "
+                f"(make it one: btrfs subvolume create)"
+            )
+        nested = execute.run(["btrfs", "subvolume", "list", "-o", str(p)]).stdout.strip()
+        if nested:
+            raise Unprotected(
+                f"the subvolume {p} has nested subvolumes, which a snapshot would miss"
+            )
+        return Dataset(backend=self.kind, name=str(p), pool=m.source, mountpoint=m.mountpoint)
+
+    def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
+        kind, amount = parse_size_or_percent(min_free)
+        for mp in sorted({d.mountpoint for d in datasets}):
+            st = os.statvfs(mp)
+            free, total = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+            need = total * amount / 100 if kind == "percent" else amount
+            if free < need:
+                raise StorageError(
+                    f"the Btrfs filesystem at {mp} has only {free >> 20} MiB free "
+                    f"(composeguard wants {min_free} free before snapshotting)"
+                )
+
+    # -- paths -----------------------------------------------------------------------------
+    def txn_dir(self, dataset: Dataset, tags_project: str, txn: str) -> Path:
+        base = Path(self.snapshot_dir)
+        if not base.is_absolute():
+            base = Path(dataset.mountpoint) / base
+        return base / tags_project / txn
+
+    @staticmethod
+    def _rel(dataset: Dataset) -> str:
+        return os.path.relpath(dataset.name, dataset.mountpoint)
+
+    # -- snapshot --------------------------------------------------------------------------
+    def snapshot(self, datasets: list[Dataset], tags: SnapshotTags, on_each=None) -> list[Snapshot]:
+        """One read-only snapshot per subvolume. Btrfs cannot make them atomic with each other;
+        the caller stops the changing services first so the set is consistent."""
+        snaps = []
+        for d in datasets:
+            tdir = self.txn_dir(d, tags.project, tags.txn)
+            target = tdir / "pre" / self._rel(d)
+            self._check_same_fs(tdir, d)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._write_tags(tdir, tags)
+            if not target.exists():
+                try:
+                    execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
+                except CommandError as e:
+                    raise StorageError(f"cannot snapshot {d.name}: {_last_line(e.stderr)}") from e
+            snap = Snapshot(d, str(target))
+            snaps.append(snap)
+            if on_each:
+                on_each(snap)
+        return snaps
+
+    def _check_same_fs(self, tdir: Path, d: Dataset) -> None:
+        existing = tdir
+        while not existing.exists():
+            existing = existing.parent
+        m = mount_for(os.path.realpath(existing), self.mounts)
+        if m is None or m.source != d.pool or m.fstype != "btrfs":
+            raise StorageError(
+                f"the snapshot folder {tdir} is not on the same Btrfs filesystem as {d.name}"
+            )
+
+    @staticmethod
+    def _write_tags(tdir: Path, tags: SnapshotTags) -> None:
+        f = tdir / TAGS_FILE
+        if f.exists():
+            return
+        data = {
+            "composeguard": 1,
+            "txn": tags.txn,
+            "project": tags.project,
+            "services": list(tags.services),
+            "old_digests": tags.old_digests,
+            "new_digests": tags.new_digests,
+        }
+        tmp = f.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, f)
+
+    # -- restore ---------------------------------------------------------------------------
+    def restore(self, snapshot: Snapshot, txn: str) -> str:
+        d = snapshot.dataset
+        live = Path(d.name)
+        txn_dir = Path(snapshot.name).parents[len(Path(self._rel(d)).parts)]  # .../<txn>
+        failed = txn_dir / "failed" / self._rel(d)
+        staging = live.parent / f".{live.name}.composeguard-restore-{txn}"
+        pre_uuid = subvolume_info(snapshot.name)["UUID"]
+
+        if failed.exists() and live.exists() and self._is_copy_of(str(live), pre_uuid):
+            return str(failed)  # already restored (a re-run after a crash)
+        if staging.exists():
+            if live.exists() and self._is_copy_of(str(live), pre_uuid):
+                self._keep_failed(staging, failed)  # the swap happened; finish the move
+                return str(failed)
+            self._delete(str(staging))  # a half-made copy: make it again
+        try:
+            execute.run(["btrfs", "subvolume", "snapshot", snapshot.name, str(staging)])
+        except CommandError as e:
+            raise StorageError(
+                f"cannot copy the snapshot {snapshot.name}: {_last_line(e.stderr)}"
+            ) from e
+        if live.exists():
+            _renameat2_exchange(str(staging), str(live))
+            self._keep_failed(staging, failed)
+        else:  # the live subvolume vanished: put the restored copy in its place
+            os.rename(staging, live)
+        return str(failed)
+
+    @staticmethod
+    def _is_copy_of(path: str, uuid: str) -> bool:
+        try:
+            return subvolume_info(path).get("Parent UUID") == uuid
+        except CommandError:
+            return False
+
+    def _keep_failed(self, staging: Path, failed: Path) -> None:
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staging, failed)
+        execute.run(["btrfs", "property", "set", "-ts", str(failed), "ro", "true"])
+
+    # -- cleanup ---------------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return os.path.lexists(name)
+
+    def destroy(self, name: str) -> None:
+        p = Path(name)
+        if not p.exists():
+            return
+        if os.lstat(p).st_ino != SUBVOLUME_ROOT_INO or not stat.S_ISDIR(os.lstat(p).st_mode):
+            raise StorageError(f"refusing to delete {name}: it is not a subvolume")
+        self._delete(name)
+
+    @staticmethod
+    def _delete(name: str) -> None:
+        try:
+            execute.run(["btrfs", "subvolume", "delete", name])
+        except CommandError as e:
+            if e.returncode and "No such file" in e.stderr:
+                return
+            raise StorageError(f"cannot delete {name}: {_last_line(e.stderr)}") from e
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+__all__ = ["BtrfsBackend", "errno"]

@@ -1,0 +1,118 @@
+"""Map a service's volumes to host paths, and host paths to datasets/subvolumes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from composeguard.compose.project import Project, Service, VolumeMount
+from composeguard.storage.base import Backend, Dataset, Unprotected
+from composeguard.storage.mounts import Mount, mount_for, read_mounts
+
+IGNORED_TYPES = {"tmpfs", "npipe", "image", "cluster"}
+
+
+@dataclass(frozen=True)
+class Protected:
+    target: str  # the path inside the container
+    path: str  # the host path
+    dataset: Dataset
+
+
+@dataclass(frozen=True)
+class NotProtected:
+    target: str
+    path: str | None
+    reason: str
+
+
+@dataclass
+class ServiceStorage:
+    service: str
+    protected: list[Protected] = field(default_factory=list)
+    unprotected: list[NotProtected] = field(default_factory=list)
+
+    @property
+    def datasets(self) -> list[Dataset]:
+        seen: dict[str, Dataset] = {}
+        for p in self.protected:
+            seen.setdefault(p.dataset.name, p.dataset)
+        return list(seen.values())
+
+
+class StorageMapper:
+    """Finds the dataset behind each volume. Backends are created on first use."""
+
+    def __init__(self, project: Project, mounts: list[Mount] | None = None) -> None:
+        self.project = project
+        self.mounts = mounts if mounts is not None else read_mounts()
+        self._backends: dict[str, Backend] = {}
+
+    def backend(self, kind: str) -> Backend:
+        if kind not in self._backends:
+            if kind == "btrfs":
+                from composeguard.storage.btrfs import BtrfsBackend
+
+                self._backends[kind] = BtrfsBackend(
+                    self.mounts, self.project.settings.btrfs_snapshot_dir
+                )
+            elif kind == "zfs":
+                from composeguard.storage.zfs import ZfsBackend
+
+                self._backends[kind] = ZfsBackend(self.mounts)
+            else:
+                raise KeyError(kind)
+        return self._backends[kind]
+
+    def host_path(self, v: VolumeMount) -> tuple[str | None, str | None]:
+        """(host path, reason it is skipped or unprotected). Path None + reason None: ignore."""
+        if v.type in IGNORED_TYPES or v.read_only:
+            return None, None
+        if v.type == "bind":
+            return v.source, None
+        if v.type != "volume" or not v.source:
+            return None, None  # anonymous volume: thrown away by compose on recreate anyway
+        spec = self.project.volumes.get(v.source) or {}
+        driver = spec.get("driver") or "local"
+        if driver != "local":
+            return None, f"named volume {v.source} uses the {driver} driver, not local"
+        opts = spec.get("driver_opts") or {}
+        if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
+            return str(opts["device"]), None
+        if opts.get("type") not in (None, "none"):
+            return None, f"named volume {v.source} is a {opts.get('type')} mount"
+        from composeguard.compose.docker import volume_info
+
+        info = volume_info(spec.get("name") or v.source)
+        if info is None:
+            return None, None  # not created yet: there is no data to protect
+        return str(info.get("Mountpoint")), None
+
+    def dataset_for_path(self, path: str) -> Dataset:
+        if not os.path.exists(path):
+            raise Unprotected(f"{path} does not exist")
+        real = os.path.realpath(path)
+        if real == "/":
+            raise Unprotected("a bind mount of / cannot be snapshotted")
+        m = mount_for(real, self.mounts)
+        fstype = m.fstype if m else "unknown"
+        if fstype == "btrfs":
+            return self.backend("btrfs").dataset_for(real)
+        if fstype == "zfs":
+            return self.backend("zfs").dataset_for(real)
+        raise Unprotected(f"{path} is on {fstype}, not on ZFS or Btrfs")
+
+    def for_service(self, service: Service) -> ServiceStorage:
+        out = ServiceStorage(service.name)
+        for v in service.volumes:
+            path, reason = self.host_path(v)
+            if reason:
+                out.unprotected.append(NotProtected(v.target, path, reason))
+                continue
+            if path is None:
+                continue
+            try:
+                out.protected.append(Protected(v.target, path, self.dataset_for_path(path)))
+            except Unprotected as e:
+                out.unprotected.append(NotProtected(v.target, path, str(e)))
+        return out

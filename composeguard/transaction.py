@@ -1,0 +1,466 @@
+"""The guarded upgrade as one readable sequence: record, snapshot, start, probe, then commit
+or roll back. The contract's "The upgrade transaction" section, step by step.
+
+Before the snapshots exist a failure undoes the quiesce and changes nothing; after them any
+failure (a probe, compose, Ctrl-C) takes the rollback path, which is always run and always
+ends in exit 3 (old version on old data) or exit 4 (a human must look).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from composeguard.compose import docker
+from composeguard.compose.project import Project, resolve
+from composeguard.entry import docker_binary
+from composeguard.errors import ConfigError, GuardError, RollbackFailed, RolledBack, StorageError
+from composeguard.journal import (
+    ABORTED,
+    COMMITTED,
+    ROLLBACK_FAILED,
+    ROLLED_BACK,
+    Journal,
+    ServiceChange,
+)
+from composeguard.lock import project_lock
+from composeguard.pins import PinFile
+from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
+from composeguard.probe import ProbeResult, probe_all
+from composeguard.report import Reporter, short
+from composeguard.storage.base import Snapshot, SnapshotTags
+from composeguard.storage.mounts import read_mounts
+
+log = logging.getLogger("composeguard.transaction")
+
+
+class ExecInstead(Exception):
+    """Nothing to guard: replace composeguard with this compose command line."""
+
+    def __init__(self, argv: list[str]) -> None:
+        super().__init__(" ".join(argv))
+        self.argv = argv
+
+
+@dataclass
+class UpRequest:
+    global_args: list[str]
+    up_args: list[str]
+    services: list[str] = field(default_factory=list)
+    pull: bool = False
+    allow_unprotected: bool = False
+    no_deps: bool = False
+    command: str = "up"
+
+
+# Options of `docker compose up` that take a value (to find the service arguments).
+UP_OPTIONS_WITH_VALUE = {
+    "--attach",
+    "--exit-code-from",
+    "--no-attach",
+    "--pull",
+    "--scale",
+    "-t",
+    "--timeout",
+    "--wait-timeout",
+}
+
+
+def parse_up_args(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
+    """(service names, options) from ``up`` arguments."""
+    services: list[str] = []
+    opts: dict[str, str | bool] = {}
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):
+            name, eq, value = a.partition("=")
+            if name in UP_OPTIONS_WITH_VALUE and not eq:
+                value = args[i + 1] if i + 1 < len(args) else ""
+                i += 1
+            opts[name] = value if name in UP_OPTIONS_WITH_VALUE else True
+        else:
+            services.append(a)
+        i += 1
+    return services, opts
+
+
+def upgrade_up_args(args: list[str]) -> list[str]:
+    """The user's ``up`` arguments, made to start what was recorded and return to us:
+    detached (the probe runs after ``up``), and no second pull (what starts is what was
+    pulled and recorded)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--pull":
+            i += 2
+            continue
+        if a.startswith("--pull="):
+            i += 1
+            continue
+        out.append(a)
+        i += 1
+    _, opts = parse_up_args(out)
+    if not any(k in opts for k in ("-d", "--detach", "--wait")):
+        out.insert(0, "--detach")
+    return ["--pull", "missing", *out]
+
+
+def refuse_if_unfinished(project: str) -> None:
+    j = Journal.unfinished(project)
+    if j is not None:
+        raise GuardError(
+            f"transaction {j.id} of project {project} was interrupted at step '{j.phase}'; "
+            f"run `composeguard recover` first (nothing was changed now)"
+        )
+
+
+def guarded_up(req: UpRequest, rep: Reporter) -> int:
+    project = resolve(req.global_args)
+    with project_lock(project.name):
+        refuse_if_unfinished(project.name)
+        return _up_locked(project, req, rep)
+
+
+def _pull(project: Project, services: list[str], pin_files: list[str], rep: Reporter) -> None:
+    if not services:
+        return
+    rep.step(f"pulling {', '.join(services)}")
+    proc = docker.compose(project, ["pull", *services], extra_files=pin_files, check=False)
+    if proc.returncode != 0:
+        raise GuardError(
+            f"docker compose pull failed (exit {proc.returncode}); nothing was changed"
+        )
+
+
+def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
+    pins = PinFile(project.name)
+    pin_files = pins.applied_file(set(project.services))
+    scope = scope_of(project, req.services, req.no_deps)
+    running = record_running(project, scope)
+    with_images = [s for s in scope if project.services[s].image]
+    if req.pull:
+        _pull(project, with_images, pin_files, rep)
+    else:
+        missing = [
+            s
+            for s in with_images
+            if s in running
+            and docker.image_info(pins.image_for(s) or project.services[s].image or "") is None
+        ]
+        _pull(project, missing, pin_files, rep)
+    changes = detect_changes(project, pins, running)
+    if not changes:
+        log.info("no service changes its image: plain docker compose up")
+        base = project.compose_args(pin_files) if pin_files else req.global_args
+        raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+    plan = Plan(project, scope, running, changes)
+    map_storage(plan)
+    refused = plan.refusals(req.allow_unprotected)
+    if refused:
+        svc, u = refused[0]
+        raise ConfigError(
+            f"service {svc}: the data volume {u.target} is not protected: {u.reason}. "
+            f"Nothing was changed. Allow it with x-composeguard: {{unprotected: allow}} "
+            f"or --allow-unprotected"
+        )
+    datasets = plan.datasets()
+    mapper_backends = _backends(project)
+    for kind in sorted({d.backend for d in datasets}):
+        try:
+            mapper_backends(kind).check_free_space(
+                [d for d in datasets if d.backend == kind], project.settings.min_free
+            )
+        except StorageError as e:
+            raise GuardError(f"{e}; nothing was changed") from e
+    return run_transaction(project, plan, pins, pin_files, req, rep)
+
+
+def _backends(project: Project):
+    from composeguard.storage.resolve import StorageMapper
+
+    mapper = StorageMapper(project, read_mounts())
+    return mapper.backend
+
+
+def _old_ref(change_digest: str | None, image_id: str, new_ref: str, txn: str) -> str:
+    """What a pin runs: the old repo digest, or (a local build) a composeguard tag on the ID."""
+    if change_digest:
+        return change_digest
+    tag = f"{docker.repository(new_ref)}:composeguard-{txn.lower()}"
+    docker.tag_image(image_id, tag)
+    return tag
+
+
+def run_transaction(
+    project: Project, plan: Plan, pins: PinFile, pin_files: list[str], req: UpRequest, rep: Reporter
+) -> int:
+    j = Journal.new(project.name, req.command)
+    from composeguard.runlog import attach_run_log
+
+    attach_run_log(j.files_dir / "run.log")
+    j.compose_args = project.compose_args()
+    j.up_args = upgrade_up_args(req.up_args)
+    j.unit = plan.unit
+    for s, c in plan.changes.items():
+        j.changes[s] = ServiceChange(
+            service=s,
+            old_image_id=c.old_image_id,
+            old_ref=_old_ref(c.old_digest, c.old_image_id, c.new_ref, j.id),
+            old_digest=c.old_digest,
+            new_image_id=c.new_image_id,
+            new_ref=c.new_ref,
+            new_digest=c.new_digest,
+        )
+    datasets = plan.datasets()
+    j.datasets = [d.to_json() for d in datasets]
+    j.step("recorded")
+    for c in j.changes.values():
+        rep.step(
+            f"{c.service}: {short(c.old_digest or c.old_image_id)} -> "
+            f"{short(c.new_digest or c.new_image_id)}"
+        )
+    rep.step(
+        f"transaction {j.id}: rollback unit {', '.join(plan.unit)}; "
+        f"{len(datasets)} dataset(s) to snapshot: "
+        + (", ".join(f"{d.backend}:{d.name}" for d in datasets) or "none")
+    )
+
+    backend = _backends(project)
+    # -- quiesce and snapshot: a failure here undoes the quiesce; nothing else changed --
+    try:
+        _quiesce(project, plan, pins, pin_files, j, rep)
+        tags = SnapshotTags(
+            txn=j.id,
+            project=project.name,
+            services=tuple(plan.unit),
+            old_digests={s: c.old_digest or c.old_image_id for s, c in j.changes.items()},
+            new_digests={s: c.new_digest or (c.new_image_id or "") for s, c in j.changes.items()},
+        )
+        for kind in sorted({d.backend for d in datasets}):
+            group = [d for d in datasets if d.backend == kind]
+
+            def saved(snap: Snapshot) -> None:
+                j.snapshots.append(snap.to_json())
+                j.save()
+
+            backend(kind).snapshot(group, tags, on_each=saved)
+        j.step("snapshotted")
+        rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
+    except BaseException as e:  # noqa: BLE001 - Ctrl-C included: undo, then report
+        _abort(project, j, pins, pin_files, e, rep)
+
+    # -- start and probe: a failure from here on rolls back --
+    failures: list[str] = []
+    try:
+        j.step("starting")
+        rep.step("starting the new version: docker compose up " + " ".join(j.up_args))
+        proc = docker.compose(project, ["up", *j.up_args], extra_files=pin_files, check=False)
+        if proc.returncode != 0:
+            failures.append(f"docker compose up exited with {proc.returncode}")
+        j.step("probing")
+        results = _probe(project, list(j.changes), rep)
+        failures += [f"{r.service}: {r.detail}" for r in results if not r.ok]
+    except BaseException as e:  # noqa: BLE001
+        failures.append("interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}")
+    if failures:
+        roll_back(project, j, "; ".join(failures), rep)
+    j.finish(COMMITTED)
+    rep.step(
+        f"committed {j.id}: {', '.join(j.changes)} upgraded; snapshots kept "
+        f"(retention: last {project.settings.retention})"
+    )
+    apply_retention(project, rep)
+    return 0
+
+
+def _quiesce(
+    project: Project, plan: Plan, pins: PinFile, pin_files: list[str], j: Journal, rep: Reporter
+) -> None:
+    to_stop = sorted(plan.changes)
+    to_pause = []
+    for s in plan.unit:
+        if s in plan.changes:
+            continue
+        mode = project.settings.for_service(project.services[s].settings).quiesce
+        if mode == "stop":
+            to_stop.append(s)
+        elif mode == "pause":
+            to_pause.append(s)
+    j.stopped, j.paused = to_stop, to_pause
+    j.step("quiescing")
+    rep.step(
+        f"stopping {', '.join(to_stop)}" + (f"; pausing {', '.join(to_pause)}" if to_pause else "")
+    )
+    docker.compose(project, ["stop", *to_stop], extra_files=pin_files, capture=True)
+    if to_pause:
+        docker.compose(project, ["pause", *to_pause], extra_files=pin_files, capture=True)
+
+
+def _abort(
+    project: Project,
+    j: Journal,
+    pins: PinFile,
+    pin_files: list[str],
+    e: BaseException,
+    rep: Reporter,
+) -> NoReturn:
+    """Undo a failed quiesce/snapshot: drop our partial snapshots, restart what we stopped."""
+    reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+    j.step("aborting", reason=reason)
+    backend = _backends(project)
+    for s in list(j.snapshots):
+        snap = Snapshot.from_json(s)
+        backend(snap.dataset.backend).destroy(snap.name)
+    j.snapshots = []
+    if j.paused:
+        docker.compose(
+            project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True
+        )
+    if j.stopped:
+        docker.compose(
+            project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True
+        )
+    j.finish(ABORTED, reason)
+    if isinstance(e, KeyboardInterrupt):
+        raise e
+    raise GuardError(
+        f"{reason}; the stopped services were started again, nothing was changed"
+    ) from e
+
+
+def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
+    containers = [c for c in docker.project_containers(project.name) if c.service in services]
+    targets = [
+        (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
+        for c in containers
+    ]
+    missing = [s for s in services if s not in {c.service for c in containers}]
+    rep.step(f"probing {', '.join(services)}")
+    results = probe_all(targets) + [ProbeResult(s, False, "no container", 0.0) for s in missing]
+    for r in results:
+        rep.step(f"  {r.service}: {'ok' if r.ok else 'FAILED'}: {r.detail} ({r.seconds:.1f}s)")
+    return results
+
+
+def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoReturn:
+    """Put the unit back on its pre-upgrade data and old digests. Raises RolledBack (exit 3)
+    or RollbackFailed (exit 4)."""
+    j.reason = reason
+    j.step("rolling-back", reason=reason)
+    rep.step(f"rolling back: {reason}")
+    backend = _backends(project)
+    pins = PinFile(project.name)
+    try:
+        for c in docker.project_containers(project.name):
+            if c.service in j.changes:
+                docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))
+        j.step("stopping-unit")
+        docker.compose(
+            project,
+            ["stop", *j.unit],
+            extra_files=pins.applied_file(set(project.services)),
+            capture=True,
+        )
+        j.step("restoring")
+        failed_states = []
+        for s in j.snapshots:
+            snap = Snapshot.from_json(s)
+            failed_states.append(backend(snap.dataset.backend).restore(snap, j.id))
+        j.failed_states = failed_states
+        j.step("restored")
+        rep.step(
+            f"restored {len(failed_states)} dataset(s); failed state kept at "
+            + (", ".join(failed_states) or "(no datasets)")
+        )
+        for s, c in j.changes.items():
+            pins.pin(s, c.old_ref, j.id, c.new_digest or c.new_image_id, reason)
+        pins.save()
+        j.step("pinned")
+        pin_files = pins.applied_file(set(project.services))
+        rep.step(
+            f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "
+            f"starting the old version"
+        )
+        docker.compose(
+            project,
+            ["up", "--detach", "--force-recreate", "--pull", "missing", "--no-build", *j.unit],
+            extra_files=pin_files,
+        )
+        j.step("reprobing")
+        results = _probe(project, list(j.changes), rep)
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise GuardError(
+                "the old version is not healthy either: "
+                + "; ".join(f"{r.service}: {r.detail}" for r in bad)
+            )
+    except BaseException as e:  # noqa: BLE001
+        phase = j.phase
+        j.finish(ROLLBACK_FAILED, f"{reason}; rollback failed at {phase}: {e}")
+        snaps = ", ".join(s["name"] for s in j.snapshots) or "none"
+        raise RollbackFailed(
+            f"the rollback of {j.id} failed at step '{phase}': {e}. The pre-upgrade snapshots "
+            f"are kept ({snaps}); fix the cause, then run `composeguard recover`"
+        ) from e
+    j.finish(ROLLED_BACK, reason)
+    raise RolledBack(
+        f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} run the old "
+        f"digest on the pre-upgrade data; failed state kept at "
+        f"{', '.join(j.failed_states) or '(no datasets)'}; see `composeguard history`"
+    )
+
+
+def apply_retention(project: Project, rep: Reporter) -> None:
+    """Keep the pre-upgrade snapshots of the last N committed transactions; destroy older
+    ones. Only snapshots recorded in composeguard's own journals are ever destroyed."""
+    keep = project.settings.retention
+    committed = [
+        j
+        for j in Journal.all(project.name)
+        if j.outcome == COMMITTED and j.snapshots and not j.snapshots_released
+    ]
+    backend = _backends(project)
+    for j in committed[:-keep] if len(committed) > keep else []:
+        for s in j.snapshots:
+            snap = Snapshot.from_json(s)
+            backend(snap.dataset.backend).destroy(snap.name)
+        j.snapshots_released = True
+        j.save()
+        rep.step(f"retention: released the snapshots of {j.id}")
+
+
+BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")
+
+
+def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
+    """Finish a transaction that was killed: before its snapshots were complete it is undone
+    (nothing had changed); after that it is rolled back to the old version on the old data."""
+    rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
+    pins = PinFile(project.name)
+    pin_files = pins.applied_file(set(project.services))
+    if j.phase in BEFORE_SNAPSHOTS:
+        try:
+            _abort(project, j, pins, pin_files, GuardError("interrupted before the snapshots"), rep)
+        except GuardError as e:
+            rep.step(f"recovered: {e}")
+        return 0
+    try:
+        roll_back(project, j, j.reason or f"interrupted at '{j.phase}'", rep)
+    except RolledBack as e:
+        rep.step(f"recovered: {e}")
+    return 0
+
+
+__all__ = [
+    "ExecInstead",
+    "UpRequest",
+    "guarded_up",
+    "roll_back",
+    "ROLLBACK_FAILED",
+    "ROLLED_BACK",
+    "os",
+]

