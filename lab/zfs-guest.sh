@@ -153,8 +153,8 @@ GUEST
 
 # --- boot ----------------------------------------------------------------------------------------
 # --disable-kvm: with KVM the guest hangs at boot on the build machines; TCG takes ~30 s.
-# --force-9p / --disable-microvm: the combination verified in LAB.md (virtiofs needs a
-#   virtiofsd daemon the lab does not install; the q35 machine is the well-trodden path).
+# --force-9p / --disable-microvm: the combination LAB.md verified (9p shares of the host root
+#   and the --rwdir folders, standard q35 machine); other combinations were not tested.
 # The repo root is shared read-write so pytest and Python can write caches/bytecode there.
 # `timeout` kills the whole process group (vng and its qemu) so a hung boot fails loudly.
 RWDIRS=(--rwdir "$ROOT")
@@ -167,7 +167,7 @@ VNG=(vng --run "$KERNEL" --disable-kvm --force-9p --disable-microvm
      --memory 3G --cpus 2 "${RWDIRS[@]}" --cwd "$ROOT"
      --exec "bash $(printf '%q' "$LABDIR/guest-init.sh")")
 
-log "booting $KERNEL (TCG, timeout ${TIMEOUT}s) to run: $*"
+log "booting $KERNEL (TCG, timeout ${TIMEOUT}s) to run: $(printf '%q ' "$@")"
 start=$SECONDS
 # qemu writes the guest's stdout/stderr by re-opening /proc/self/fd/1 and /proc/self/fd/2 with
 # O_TRUNC: when our stdout/stderr is a regular file (`zfs-guest.sh ... > log`), that truncates

@@ -1,0 +1,123 @@
+"""A throwaway compose project on the real lab: its own registry repository, Btrfs
+subvolumes in the lab pool, a private state dir, and helpers to run composeguard on it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+LAB = Path(os.environ.get("COMPOSEGUARD_LAB", "/var/lib/composeguard-lab"))
+POOL = LAB / "btrfs"
+REGISTRY = "127.0.0.1:5000"
+
+
+def composeguard_bin() -> str:
+    here = Path(sys.executable).parent / "composeguard"
+    return str(here) if here.exists() else shutil.which("composeguard") or "composeguard"
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    kw.setdefault("timeout", 600)
+    return subprocess.run(args, **kw)
+
+
+def tree(path: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below ``path`` (byte-identity check)."""
+    out = {}
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(path))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class LabProject:
+    def __init__(self, tmp: Path, prefix: str = "t") -> None:
+        self.name = f"{prefix}{secrets.token_hex(3)}"
+        self.dir = tmp / self.name
+        self.dir.mkdir(parents=True)
+        self.state = tmp / f"{self.name}-state"
+        self.repo = f"{REGISTRY}/{self.name}"
+        self.subvolumes: list[Path] = []
+        self.env = {**os.environ, "COMPOSEGUARD_STATE_DIR": str(self.state)}
+
+    # -- setup -----------------------------------------------------------------------------
+    def push(self, local: str, name: str) -> str:
+        """Point REGISTRY/<project>/<name>:latest at the local image ``local``; return the
+        repo digest the registry now serves."""
+        ref = f"{self.repo}/{name}:latest"
+        subprocess.run(["docker", "tag", local, ref], check=True)
+        out = run(["docker", "push", ref], check=True).stdout
+        digest = next(w for w in out.split() if w.startswith("sha256:"))
+        return f"{self.repo}/{name}@{digest}"
+
+    def subvolume(self, name: str, files: dict[str, str] | None = None) -> Path:
+        path = POOL / f"{self.name}-{name}"
+        run(["btrfs", "subvolume", "create", str(path)], check=True)
+        self.subvolumes.append(path)
+        for rel, content in (files or {}).items():
+            (path / rel).write_text(content)
+        return path
+
+    def write_compose(self, doc: dict) -> None:
+        doc = {"name": self.name, **doc}
+        (self.dir / "compose.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    # -- running ---------------------------------------------------------------------------
+    def cg(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return run([composeguard_bin(), *args], cwd=self.dir, env=self.env, timeout=timeout)
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run(["docker", "compose", *args], cwd=self.dir, env=self.env, check=check)
+
+    def container(self, service: str) -> dict:
+        ids = self.compose("ps", "-aq", service).stdout.split()
+        assert ids, f"no container for {service}"
+        return json.loads(run(["docker", "inspect", ids[0]], check=True).stdout)[0]
+
+    def running_digests(self, service: str) -> list[str]:
+        image_id = self.container(service)["Image"]
+        info = json.loads(run(["docker", "image", "inspect", image_id], check=True).stdout)[0]
+        return info.get("RepoDigests") or []
+
+    def wait_healthy(self, service: str, timeout: float = 60) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self.container(service)["State"]
+            if (st.get("Health") or {}).get("Status") == "healthy":
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"{service} did not become healthy")
+
+    def history(self) -> list[dict]:
+        return json.loads(self.cg("history", "--json").stdout)
+
+    def snapshot_root(self) -> Path:
+        return POOL / ".composeguard-snapshots" / self.name
+
+    # -- teardown --------------------------------------------------------------------------
+    def destroy(self) -> None:
+        pins = self.state / "projects" / self.name / "pins.applied.yaml"
+        files = ["-f", "compose.yaml"] + (["-f", str(pins)] if pins.exists() else [])
+        if (self.dir / "compose.yaml").exists():
+            self.compose(*files, "down", "-t", "1", "--remove-orphans", check=False)
+        snaps = self.snapshot_root()
+        if snaps.exists():
+            for p in sorted(snaps.rglob("*"), key=lambda p: -len(p.parts)):
+                if p.is_dir() and p.stat().st_ino == 256:
+                    run(["btrfs", "property", "set", "-ts", str(p), "ro", "false"])
+                    run(["btrfs", "subvolume", "delete", str(p)])
+            shutil.rmtree(snaps, ignore_errors=True)
+        for sv in self.subvolumes:
+            if sv.exists():
+                run(["btrfs", "subvolume", "delete", str(sv)])

@@ -1,0 +1,507 @@
+"""The passthrough is exact: ``composeguard ARGS`` behaves like ``docker compose ARGS``.
+
+Every compose command composeguard does not guard is exec'd as ``docker compose ARGS``
+(composeguard/entry.py). These tests run each case both ways -- the real console script and
+plain ``docker compose`` -- with the same argument list, cwd, environment and stdin, and
+compare exit code, stdout and stderr byte for byte. Nothing is normalised; where compose's
+own output depends on the clock (``ps``'s STATUS column) the pair is re-run instead, see
+``compare``.
+
+Needs the lab (root, dockerd, Compose v2, the registry at 127.0.0.1:5000):
+
+    bash lab/lab.sh up
+    .venv/bin/python -m pytest -m lab tests/lab/test_passthrough.py -q
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pty
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+IMAGE = "127.0.0.1:5000/lab/app:v1"
+PLAIN_IMAGE = "127.0.0.1:5000/lab/plain:v1"
+GUARDED = ("up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "version")
+
+# `app` echoes $GREETING (from .env, or another --env-file) to stdout and a line to stderr,
+# then runs the lab image's own entrypoint (busybox httpd + /health), so `logs` has
+# something stable to show once it is healthy. `extra` only exists with --profile extra.
+COMPOSE_YAML = """\
+name: {name}
+services:
+  app:
+    image: {image}
+    environment:
+      GREETING: ${{GREETING:?set GREETING in .env}}
+    entrypoint:
+      - /bin/sh
+      - -c
+      - 'echo "greeting=$$GREETING"; echo "app says hi on stderr" >&2; exec /bin/sh /entrypoint.sh'
+  side:
+    image: {plain_image}
+  extra:
+    image: {image}
+    profiles: [extra]
+"""
+
+
+def composeguard_binary() -> str:
+    """The installed console script (not ``python -m``): that is what users alias."""
+    beside = Path(sys.executable).parent / "composeguard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("composeguard")
+    if not found:
+        pytest.fail("composeguard console script not found next to sys.executable nor on PATH")
+    return found
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment both sides get: ours, minus composeguard's own switches
+    (COMPOSEGUARD_DEBUG makes composeguard announce the exec on stderr, by design)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSEGUARD_")}
+    # Our environment must not pick the project or profiles for compose.
+    for k in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES", "COMPOSE_ENV_FILES"):
+        env.pop(k, None)
+    env.update(extra)
+    return env
+
+
+def docker(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", *args],
+        cwd=cwd,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def must(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        pytest.fail(f"{proc.args!r} exited {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+def require_lab() -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("docker CLI not found: run `bash lab/lab.sh up` (as root)")
+    try:
+        info = docker("info", "--format", "{{.ServerVersion}}", timeout=20)
+        comp = docker("compose", "version", "--short", timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.skip("dockerd does not answer: run `bash lab/lab.sh up` (as root)")
+    if info.returncode != 0:
+        pytest.skip(f"dockerd not reachable ({info.stderr.strip()}): run `bash lab/lab.sh up` (as root)")
+    if comp.returncode != 0:
+        pytest.skip("the Compose v2 plugin is missing: run `bash lab/lab.sh up` (as root)")
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    dir: Path
+
+
+def make_project(root: Path) -> Project:
+    name = f"cgpass{uuid.uuid4().hex[:10]}"
+    d = root / name
+    d.mkdir()
+    (d / "compose.yaml").write_text(COMPOSE_YAML.format(name=name, image=IMAGE, plain_image=PLAIN_IMAGE))
+    (d / ".env").write_text("GREETING=hello-from-dotenv\n")
+    (d / "alt.env").write_text("GREETING=hello-from-alt-env\n")
+    return Project(name, d)
+
+
+def bring_up(p: Project) -> None:
+    must(docker("compose", "up", "-d", "--wait", "--wait-timeout", "60", cwd=p.dir))
+
+
+def tear_down(p: Project) -> None:
+    docker("compose", "down", "-v", "-t", "1", "--remove-orphans", cwd=p.dir)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    require_lab()
+    p = make_project(tmp_path_factory.mktemp("passthrough"))
+    try:
+        bring_up(p)
+        # `logs` must be complete before we compare it: both lines are written before httpd
+        # starts, and --wait returned only once /health answered.
+        logs = must(docker("compose", "logs", "--no-log-prefix", "app", cwd=p.dir))
+        assert "greeting=hello-from-dotenv" in logs.stdout
+        yield p
+    finally:
+        tear_down(p)
+
+
+def run_both(
+    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, stdin_data: bytes | None = None
+) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """Run ``composeguard ARGS`` then ``docker compose ARGS``, back to back, identically."""
+    results = []
+    for argv in ([composeguard_binary(), *args], ["docker", "compose", *args]):
+        results.append(
+            subprocess.run(
+                argv,
+                cwd=cwd,
+                env=env if env is not None else clean_env(),
+                input=stdin_data if stdin_data is not None else None,
+                stdin=None if stdin_data is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=120,
+                check=False,
+            )
+        )
+    return results[0], results[1]
+
+
+def outcome(proc: subprocess.CompletedProcess) -> tuple[int, bytes, bytes]:
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def compare(
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    stdin_data: bytes | None = None,
+    attempts: int = 1,
+) -> subprocess.CompletedProcess:
+    """Assert composeguard and compose give the same (exit code, stdout, stderr).
+
+    ``attempts`` > 1 only for output that contains compose's own clock ("Up 3 seconds",
+    "2 seconds ago"): two back-to-back runs can straddle a one-second tick. We then re-run
+    the *pair* rather than normalise the text; one exact match is required. A passthrough
+    bug is deterministic and fails every attempt.
+    """
+    for _ in range(attempts):
+        guarded, plain = run_both(args, cwd, env=env, stdin_data=stdin_data)
+        if outcome(guarded) == outcome(plain):
+            return plain
+    assert outcome(guarded) == outcome(plain), f"composeguard {args!r} differs from docker compose"
+    return plain  # unreachable
+
+
+# (id, args, expected exit code of compose itself, attempts). The expected code guards the
+# test against vacuity: a case that is meant to fail must really fail, both ways.
+NAME = "{name}"
+CASES = [
+    ("ps", ["ps"], 0, 5),
+    ("ps-all", ["ps", "-a"], 0, 5),
+    ("ps-format", ["ps", "-a", "--format", "{{.Name}} {{.Service}} {{.Image}} {{.State}} {{.Health}}"], 0, 1),
+    ("ps-quiet", ["ps", "-q"], 0, 1),
+    ("ps-services", ["ps", "--services"], 0, 1),
+    ("-p NAME ps", ["-p", NAME, "ps", "--format", "{{.Name}} {{.State}}"], 0, 1),
+    ("--project-name=NAME ps", [f"--project-name={NAME}", "ps", "-q"], 0, 1),
+    ("-pNAME ps", [f"-p{NAME}", "ps", "-q"], 0, 1),
+    # A project or profile named like a guarded command: the option's value must not be
+    # taken for the command.
+    ("-p up ps", ["-p", "up", "ps"], 0, 1),
+    ("--profile version config", ["--profile", "version", "config", "--services"], 0, 1),
+    ("-fcompose.yaml ps", ["-fcompose.yaml", "ps", "-q"], 0, 1),
+    ("-f --env-file .env config", ["-f", "compose.yaml", "--env-file", ".env", "config"], 0, 1),
+    ("--env-file alt.env config", ["--env-file", "alt.env", "config"], 0, 1),
+    ("--env-file=alt.env config", ["--env-file=alt.env", "config", "--environment"], 0, 1),
+    ("--profile extra config", ["--profile", "extra", "config", "--services"], 0, 1),
+    ("--profile=extra ps", ["--profile=extra", "ps", "-a", "--services"], 0, 1),
+    ("--project-directory config", ["--project-directory", ".", "config", "--images"], 0, 1),
+    ("config --format json", ["config", "--format", "json"], 0, 1),
+    ("--ansi never --progress plain ps", ["--ansi", "never", "--progress", "plain", "ps", "-q"], 0, 1),
+    ("--dry-run --parallel 1 ps", ["--dry-run", "--parallel", "1", "ps", "-q"], 0, 1),
+    ("--dry-run down", ["--dry-run", "down"], 0, 1),
+    ("logs app", ["logs", "--no-log-prefix", "app"], 0, 1),
+    ("logs side", ["logs", "--no-color", "side"], 0, 1),
+    ("exec cat version", ["exec", "-T", "app", "cat", "/www/version"], 0, 1),
+    ("exec exit 7", ["exec", "-T", "app", "sh", "-c", "exit 7"], 7, 1),
+    ("exec out+err exit 3", ["exec", "-T", "app", "sh", "-c", "echo out; echo err >&2; exit 3"], 3, 1),
+    ("exec -e", ["exec", "-T", "-e", "X=from flag", "app", "sh", "-c", 'echo "$X"'], 0, 1),
+    ("ps --help", ["ps", "--help"], 0, 1),
+    ("logs -h", ["logs", "-h"], 0, 1),
+    ("--unknown-flag ps", ["--unknown-flag", "ps"], 1, 1),
+    ("ps --nope", ["ps", "--nope"], 1, 1),
+    ("nosuchcommand", ["nosuchcommand"], 1, 1),
+    ("-f missing.yaml ps", ["-f", "missing.yaml", "ps"], 1, 1),
+    ("--env-file missing", ["--env-file", "missing.env", "config"], 1, 1),
+    ("exec no such service", ["exec", "-T", "nosuchservice", "true"], 1, 1),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected_rc", "attempts"),
+    [pytest.param(a, rc, n, id=i) for i, a, rc, n in CASES],
+)
+def test_passthrough_is_exact(project: Project, args: list[str], expected_rc: int, attempts: int) -> None:
+    args = [a.replace(NAME, project.name) for a in args]
+    plain = compare(args, project.dir, attempts=attempts)
+    assert plain.returncode == expected_rc, plain.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra"),
+    [
+        pytest.param(["config", "--services"], {"COMPOSE_PROFILES": "extra"}, id="COMPOSE_PROFILES"),
+        pytest.param(["config", "--environment"], {"GREETING": "from-the-shell"}, id="shell-overrides-.env"),
+        pytest.param(["ps", "-q"], {"COMPOSE_PROJECT_NAME": "cgpass-nobody"}, id="COMPOSE_PROJECT_NAME"),
+    ],
+)
+def test_environment_is_passed_through(project: Project, args: list[str], env_extra: dict[str, str]) -> None:
+    plain = compare(args, project.dir, env=clean_env(**env_extra))
+    assert plain.returncode == 0
+
+
+def test_other_cwd_with_project_directory(project: Project, tmp_path: Path) -> None:
+    compare(["--project-directory", str(project.dir), "ps", "-q"], tmp_path)
+    compare(["-f", str(project.dir / "compose.yaml"), "ps", "--services"], tmp_path)
+
+
+def test_stdin_is_passed_through(project: Project) -> None:
+    text = b"first line\nsecond line \xe2\x9c\x93\n\x00binary\xff tail without newline"
+    plain = compare(["exec", "-T", "app", "cat"], project.dir, stdin_data=text)
+    assert plain.returncode == 0
+    assert plain.stdout == text
+
+
+def test_broken_stdout_pipe(project: Project) -> None:
+    """Writing into a pipe nobody reads: compose's reaction (exit code, stderr) must be the
+    same, i.e. composeguard must not leave SIGPIPE ignored or otherwise change it."""
+    results = []
+    for argv in ([composeguard_binary(), "config"], ["docker", "compose", "config"]):
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=project.dir,
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=w,
+                stderr=subprocess.PIPE,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(w)
+        results.append((proc.returncode, proc.stderr))
+    assert results[0] == results[1]
+
+
+def test_closed_stdout(project: Project) -> None:
+    """``composeguard ps >&-`` (fd 1 closed, as under some cron/daemon setups) must behave
+    like ``docker compose ps >&-``."""
+    results = []
+    for argv in ([composeguard_binary(), "ps", "-q"], ["docker", "compose", "ps", "-q"]):
+        proc = subprocess.run(
+            argv,
+            cwd=project.dir,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
+            check=False,
+            preexec_fn=lambda: os.close(1),  # runs in the child, after the redirections
+        )
+        results.append((proc.returncode, proc.stderr))
+    assert results[0] == results[1]
+
+
+def _run_on_pty(argv: list[str], cwd: Path) -> tuple[int, bytes]:
+    """Run argv with stdin/stdout/stderr on a fresh pseudo-terminal; return (rc, output)."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=clean_env(TERM="dumb"),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 4096)
+            except OSError as e:  # EIO: every slave end is closed
+                if e.errno == errno.EIO:
+                    break
+                raise
+            if not chunk:
+                break
+            out += chunk
+        rc = proc.wait(timeout=30)
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    return rc, out
+
+
+def test_tty_is_passed_through(project: Project) -> None:
+    """On a terminal, ``exec`` allocates a TTY in the container for both."""
+    cmd = ["exec", "app", "sh", "-c", "test -t 0 && test -t 1 && echo tty-ok"]
+    guarded = _run_on_pty([composeguard_binary(), *cmd], project.dir)
+    plain = _run_on_pty(["docker", "compose", *cmd], project.dir)
+    assert guarded == plain
+    assert plain[0] == 0 and b"tty-ok" in plain[1]
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+
+
+def _start_follow(argv: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_cmdline(pid: int, want: list[str], timeout: float = 10) -> list[str]:
+    deadline = time.monotonic() + timeout
+    cmdline: list[str] = []
+    while time.monotonic() < deadline:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        cmdline = [a.decode() for a in raw.split(b"\0")[:-1]]
+        if cmdline == want:
+            return cmdline
+        time.sleep(0.05)
+    return cmdline
+
+
+def test_process_is_replaced_and_signals_behave_the_same(project: Project) -> None:
+    """composeguard execs: the very same pid becomes ``docker compose ARGS`` (no wrapper
+    process in between to swallow signals), with the same signal state, and SIGINT ends it
+    with the same exit code."""
+    args = ["logs", "-f", "app"]
+    guarded = _start_follow([composeguard_binary(), *args], project.dir)
+    plain = _start_follow(["docker", "compose", *args], project.dir)
+    try:
+        want = ["docker", "compose", *args]
+        assert _wait_cmdline(guarded.pid, want) == want
+        assert _wait_cmdline(plain.pid, want) == want
+        time.sleep(0.5)  # let both runtimes finish installing their handlers
+        g, p = _proc_status(guarded.pid), _proc_status(plain.pid)
+        for field in ("SigIgn", "SigBlk", "SigCgt"):
+            assert g[field] == p[field], field
+        for proc in (guarded, plain):
+            proc.send_signal(signal.SIGINT)
+        assert guarded.wait(timeout=30) == plain.wait(timeout=30)
+    finally:
+        for proc in (guarded, plain):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_own_help_lists_guarded_commands() -> None:
+    proc = subprocess.run(
+        [composeguard_binary(), "--help"],
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    commands = {line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()}
+    missing = [c for c in GUARDED if c not in commands]
+    assert not missing, f"guarded commands missing from --help: {missing}\n{text}"
+    flat = " ".join(text.split())
+    assert "passes through to `docker compose`" in flat, text
+
+
+# --- down: destructive, so it gets its own project, and runs last in this module. ---------
+
+
+@pytest.fixture
+def doomed_project(tmp_path: Path) -> Iterator[Project]:
+    require_lab()
+    p = make_project(tmp_path)
+    try:
+        yield p
+    finally:
+        tear_down(p)
+
+
+def _containers(p: Project) -> str:
+    return must(docker("compose", "ps", "-a", "-q", cwd=p.dir)).stdout.strip()
+
+
+def test_down(doomed_project: Project) -> None:
+    """``down`` can only run once per project, so the two sides run one after the other on
+    the same project (same name, same containers, brought up identically in between).
+
+    stdout and the exit code must be equal. stderr is compose's progress output, one line per
+    resource event (" Container x  Stopping" / "Stopped" / "Removing" / "Removed", " Network
+    x  Removing" ...); compose stops and removes the two containers concurrently, so the
+    interleaving of their lines is a race inside compose itself. We therefore compare the
+    *multiset* of stderr lines, not their order: every line must be there, exactly as often.
+    """
+    p = doomed_project
+    bring_up(p)
+    assert _containers(p)
+    guarded = subprocess.run(
+        [composeguard_binary(), "down"],
+        cwd=p.dir,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert guarded.returncode == 0, guarded.stderr
+    assert _containers(p) == "", "composeguard down left containers behind"
+
+    bring_up(p)
+    assert _containers(p)
+    plain = subprocess.run(
+        ["docker", "compose", "down"],
+        cwd=p.dir,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert _containers(p) == ""
+
+    assert guarded.returncode == plain.returncode
+    assert guarded.stdout == plain.stdout
+    assert sorted(guarded.stderr.splitlines()) == sorted(plain.stderr.splitlines())

@@ -1,0 +1,212 @@
+"""End to end on the real lab: dockerd, the registry, Btrfs subvolumes. The seed story and
+the rest of step 2's acceptance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.lab.labproject import LabProject, tree
+
+pytestmark = pytest.mark.lab
+
+FAST = {"timeout": 60, "settle": 3}
+DATA = {"db.txt": "precious data D\n", "users.csv": "id,name\n1,ada\n"}
+
+
+def app_service(p: LabProject, volume: Path, **extra) -> dict:
+    return {"image": f"{p.repo}/app:latest", "volumes": [f"{volume}:/data"], **extra}
+
+
+def deploy_v1(p: LabProject, doc: dict) -> None:
+    p.write_compose(doc)
+    r = p.cg("up", "-d", "--wait")
+    assert r.returncode == 0, r.stderr
+
+
+def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
+    p = lab_project
+    v1 = p.push("lab/app:v1", "app")
+    vol = p.subvolume("app", DATA)
+    deploy_v1(p, {"x-composeguard": FAST, "services": {"app": app_service(p, vol)}})
+    before = tree(vol)
+    v2 = p.push("lab/app:v2", "app")  # the tag moves to the bad image
+
+    r = p.cg("up", "-d", "--pull", "always")
+
+    assert r.returncode == 3, r.stderr
+    assert "rolled back" in r.stderr.splitlines()[-1]
+    assert v1 in p.running_digests("app")
+    assert tree(vol) == before, "the data must be byte-identical to before the upgrade"
+    txn = p.history()[-1]
+    assert txn["outcome"] == "rolled-back"
+    assert txn["changes"]["app"]["new_digest"] == v2
+    failed = Path(txn["failed_states"][0])
+    assert (failed / "SCHEMA").read_text() == "schema: v2\n", "the failed state is kept"
+    assert "app.t" in " ".join(x.name for x in (p.state / "projects" / p.name / "txns" / txn["id"]).iterdir())
+    assert "failed state" in p.cg("history").stdout
+    assert v2 in p.cg("pins").stdout
+
+    # The pin holds: a following guarded up keeps v1 ...
+    r = p.cg("up", "-d")
+    assert r.returncode == 0, r.stderr
+    assert v1 in p.running_digests("app")
+    assert tree(vol) == before
+    # ... while plain docker compose would start the bad image again.
+    p.compose("up", "-d")
+    assert v2 in p.running_digests("app")
+
+
+def test_dependency_volume_is_rolled_back_too(lab_project: LabProject) -> None:
+    """app's new image migrates the data of the db it depends on; db's image is unchanged."""
+    p = lab_project
+    p.push("lab/app:v1", "app")
+    p.push("lab/app:v1", "db")
+    app_vol = p.subvolume("app", {"cache.txt": "app cache\n"})
+    db_vol = p.subvolume("db", DATA)
+    doc = {
+        "x-composeguard": FAST,
+        "services": {
+            "db": {"image": f"{p.repo}/db:latest", "volumes": [f"{db_vol}:/data"]},
+            "app": app_service(p, app_vol, depends_on=["db"],
+                               environment={"MIGRATE_URL": "http://db:8080/cgi-bin/migrate"}),
+        },
+    }
+    deploy_v1(p, doc)
+    before_app, before_db = tree(app_vol), tree(db_vol)
+    p.push("lab/app:v2", "app")
+
+    r = p.cg("up", "-d", "--pull", "always")
+
+    assert r.returncode == 3, r.stderr
+    txn = p.history()[-1]
+    assert sorted(txn["unit"]) == ["app", "db"]
+    assert list(txn["changes"]) == ["app"]
+    assert tree(app_vol) == before_app
+    assert tree(db_vol) == before_db, "the dependency's volume must be restored as well"
+    kept = {Path(f).name: tree(Path(f)) for f in txn["failed_states"]}
+    assert kept[db_vol.name]["db.txt"] != before_db["db.txt"], "db's migrated state is kept"
+
+
+def test_good_upgrade_commits_and_retention_keeps_the_last(lab_project: LabProject) -> None:
+    p = lab_project
+    p.push("lab/app:v1", "app")
+    vol = p.subvolume("app", DATA)
+    deploy_v1(p, {"x-composeguard": {**FAST, "retention": 1},
+                  "services": {"app": app_service(p, vol)}})
+    v3 = p.push("lab/app:v3", "app")
+
+    r = p.cg("up", "-d", "--pull", "always")
+
+    assert r.returncode == 0, r.stderr
+    assert v3 in p.running_digests("app")
+    first = p.history()[-1]
+    assert first["outcome"] == "committed"
+    snap = Path(first["snapshots"][0]["name"])
+    assert snap.exists() and tree(snap) == tree(vol)
+
+    v1b = p.push("lab/app:v1", "app")  # another upgrade: the retention of 1 drops the first set
+    r = p.cg("up", "-d", "--pull", "always")
+    assert r.returncode == 0, r.stderr
+    assert v1b in p.running_digests("app")
+    hist = p.history()
+    assert [j["outcome"] for j in hist] == ["committed", "committed"]
+    assert not snap.exists(), "retention released the older snapshot"
+    assert Path(hist[-1]["snapshots"][0]["name"]).exists()
+    assert "committed" in p.cg("history").stdout
+
+
+@pytest.mark.parametrize(("new", "rc"), [("lab/plain:v2", 3), ("lab/plain:v3", 0)])
+def test_service_without_healthcheck(lab_project: LabProject, new: str, rc: int) -> None:
+    """No healthcheck: a crash loop is detected and rolled back; a stable one commits."""
+    p = lab_project
+    v1 = p.push("lab/plain:v1", "app")
+    vol = p.subvolume("app", DATA)
+    deploy_v1(p, {"x-composeguard": FAST,
+                  "services": {"app": app_service(p, vol, restart="always")}})
+    before = tree(vol)
+    new_digest = p.push(new, "app")
+
+    r = p.cg("up", "-d", "--pull", "always")
+
+    assert r.returncode == rc, r.stderr
+    txn = p.history()[-1]
+    if rc == 3:
+        assert "restart loop" in txn["reason"] or "exited" in txn["reason"]
+        assert v1 in p.running_digests("app")
+        assert tree(vol) == before
+    else:
+        assert txn["outcome"] == "committed"
+        assert "stable" in r.stderr
+        assert new_digest in p.running_digests("app")
+
+
+def test_unprotected_volume_refused_then_allowed(lab_project: LabProject, tmp_path: Path) -> None:
+    p = lab_project
+    v1 = p.push("lab/app:v1", "app")
+    plain_dir = tmp_path / "on-root-fs"
+    plain_dir.mkdir()
+    (plain_dir / "db.txt").write_text("not on zfs or btrfs\n")
+    deploy_v1(p, {"x-composeguard": FAST, "services": {"app": app_service(p, plain_dir)}})
+    cid = p.container("app")["Id"]
+    before = tree(plain_dir)
+    p.push("lab/app:v3", "app")
+
+    r = p.cg("up", "-d", "--pull", "always")
+
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("composeguard:")]
+    assert len(lines) == 1 and "not protected" in lines[0] and "not on ZFS or Btrfs" in lines[0]
+    assert "Traceback" not in r.stderr
+    assert p.container("app")["Id"] == cid, "the same container still runs"
+    assert v1 in p.running_digests("app")
+    assert tree(plain_dir) == before
+    assert p.history() == []
+
+    r = p.cg("up", "-d", "--pull", "always", "--allow-unprotected")
+    assert r.returncode == 0, r.stderr
+    assert p.history()[-1]["outcome"] == "committed"
+    assert p.history()[-1]["snapshots"] == []
+
+
+def test_up_without_image_change_is_plain_compose_up(lab_project: LabProject) -> None:
+    p = lab_project
+    p.push("lab/app:v1", "app")
+    vol = p.subvolume("app", DATA)
+    deploy_v1(p, {"x-composeguard": FAST, "services": {"app": app_service(p, vol)}})
+    cid = p.container("app")["Id"]
+
+    r = p.cg("up", "-d")
+
+    assert r.returncode == 0, r.stderr
+    assert "transaction" not in r.stderr
+    assert p.container("app")["Id"] == cid
+    assert p.history() == []
+    assert not p.snapshot_root().exists(), "no snapshot for an up that changes nothing"
+
+
+def test_plan_json_lists_changes_and_subvolumes(lab_project: LabProject) -> None:
+    p = lab_project
+    v1 = p.push("lab/app:v1", "app")
+    vol = p.subvolume("app", DATA)
+    deploy_v1(p, {"x-composeguard": FAST, "services": {"app": app_service(p, vol)}})
+    cid = p.container("app")["Id"]
+    v2 = p.push("lab/app:v2", "app")
+
+    r = p.cg("plan", "--json")
+
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["compared_with"] == "registry"
+    (change,) = doc["changes"]
+    assert change["service"] == "app"
+    assert change["old_digest"] == v1
+    assert change["new_digest"] == v2
+    assert [d["name"] for d in doc["datasets"]] == [str(vol)]
+    assert doc["datasets"][0]["backend"] == "btrfs"
+    assert p.history() == [], "plan changes nothing"
+    assert v1 in p.running_digests("app")
+    assert p.container("app")["Id"] == cid
+    assert not p.snapshot_root().exists()
