@@ -101,17 +101,20 @@ def must(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def require_lab() -> None:
+    """tests/conftest.py already skips lab tests without root/dockerd; this also checks the
+    Compose plugin. Under COMPOSEGUARD_REQUIRE_LAB=1 (lab/test.sh) a missing lab fails."""
+    stop = pytest.fail if os.environ.get("COMPOSEGUARD_REQUIRE_LAB") == "1" else pytest.skip
     if shutil.which("docker") is None:
-        pytest.skip("docker CLI not found: run `bash lab/lab.sh up` (as root)")
+        stop("docker CLI not found: run `bash lab/lab.sh up` (as root)")
     try:
         info = docker("info", "--format", "{{.ServerVersion}}", timeout=20)
         comp = docker("compose", "version", "--short", timeout=20)
     except subprocess.TimeoutExpired:
-        pytest.skip("dockerd does not answer: run `bash lab/lab.sh up` (as root)")
+        stop("dockerd does not answer: run `bash lab/lab.sh up` (as root)")
     if info.returncode != 0:
-        pytest.skip(f"dockerd not reachable ({info.stderr.strip()}): run `bash lab/lab.sh up` (as root)")
+        stop(f"dockerd not reachable ({info.stderr.strip()}): run `bash lab/lab.sh up` (as root)")
     if comp.returncode != 0:
-        pytest.skip("the Compose v2 plugin is missing: run `bash lab/lab.sh up` (as root)")
+        stop("the Compose v2 plugin is missing: run `bash lab/lab.sh up` (as root)")
 
 
 @dataclass(frozen=True)
@@ -182,17 +185,22 @@ EXACT = "exact"  # exit code, stdout and stderr byte for byte, one run each
 # edit the text; one byte-exact match is required. A passthrough bug is deterministic and
 # fails every attempt.
 CLOCK = "clock"
-# `config --services` / `config --images` list services in an order that varies between
-# two runs of plain `docker compose` itself (it walks the dependency graph concurrently;
-# observed with compose v2.40.3: "app extra side" then "side app extra"). For these, the
-# exit code and stderr must be byte-exact and stdout must hold the same lines, each as
-# often (a multiset), in any order.
+# Lines whose order varies between two runs of plain `docker compose` itself, because compose
+# walks the services concurrently: `config --services` / `config --images` (observed with
+# v2.40.3: "app extra side", then "side app extra") and the progress lines of
+# `--dry-run down` on stderr (one container's "Stopping/Stopped/Removing/Removed" block
+# before or after the other's). The exit code must be equal and stdout and stderr must each
+# hold the same lines, each as often (a multiset), in any order.
 UNORDERED = "unordered"
 
 
-def outcome(proc: subprocess.CompletedProcess, mode: str = EXACT) -> tuple[int, bytes, object]:
+def outcome(proc: subprocess.CompletedProcess, mode: str = EXACT) -> tuple[int, object, object]:
     if mode == UNORDERED:
-        return proc.returncode, proc.stderr, sorted(proc.stdout.splitlines(keepends=True))
+        return (
+            proc.returncode,
+            sorted(proc.stderr.splitlines(keepends=True)),
+            sorted(proc.stdout.splitlines(keepends=True)),
+        )
     return proc.returncode, proc.stderr, proc.stdout
 
 
@@ -248,7 +256,7 @@ CASES = [
     ("config --format json", ["config", "--format", "json"], 0, EXACT),
     ("--ansi never --progress plain ps", ["--ansi", "never", "--progress", "plain", "ps", "-q"], 0, EXACT),
     ("--dry-run --parallel 1 ps", ["--dry-run", "--parallel", "1", "ps", "-q"], 0, EXACT),
-    ("--dry-run down", ["--dry-run", "down"], 0, EXACT),
+    ("--dry-run down", ["--dry-run", "down"], 0, UNORDERED),
     ("logs app", ["logs", "--no-log-prefix", "app"], 0, EXACT),
     ("logs side", ["logs", "--no-color", "side"], 0, EXACT),
     ("exec cat version", ["exec", "-T", "app", "cat", "/www/version"], 0, EXACT),
@@ -338,23 +346,31 @@ def test_broken_stdout_pipe(project: Project) -> None:
     assert results[0] == results[1]
 
 
-def test_closed_stdout(project: Project) -> None:
-    """``composeguard ps >&-`` (fd 1 closed, as under some cron/daemon setups) must behave
-    like ``docker compose ps >&-``."""
+@pytest.mark.parametrize(
+    ("closed_fd", "args"),
+    [
+        pytest.param(0, ["exec", "-T", "app", "cat"], id="stdin"),
+        pytest.param(1, ["ps", "-q"], id="stdout"),
+        pytest.param(2, ["ps", "-q"], id="stderr"),
+    ],
+)
+def test_closed_standard_fd(project: Project, closed_fd: int, args: list[str]) -> None:
+    """``composeguard ps >&-`` (a standard fd closed, as cron jobs, daemons and careless
+    scripts do) must behave like ``docker compose ps >&-``: same exit code, and the same
+    output on the streams that are still open."""
     results = []
-    for argv in ([composeguard_binary(), "ps", "-q"], ["docker", "compose", "ps", "-q"]):
+    for argv in ([composeguard_binary(), *args], ["docker", "compose", *args]):
         proc = subprocess.run(
             argv,
             cwd=project.dir,
             env=clean_env(),
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             timeout=60,
             check=False,
-            preexec_fn=lambda: os.close(1),  # runs in the child, after the redirections
+            preexec_fn=lambda: os.close(closed_fd),  # runs in the child, after the redirections
         )
-        results.append((proc.returncode, proc.stderr))
+        results.append((proc.returncode, proc.stdout, proc.stderr))
     assert results[0] == results[1]
 
 
@@ -447,10 +463,22 @@ def test_process_is_replaced_and_signals_behave_the_same(project: Project) -> No
         want = ["docker", "compose", *args]
         assert _wait_cmdline(guarded.pid, want) == want
         assert _wait_cmdline(plain.pid, want) == want
-        time.sleep(0.5)  # let both runtimes finish installing their handlers
-        g, p = _proc_status(guarded.pid), _proc_status(plain.pid)
-        for field in ("SigIgn", "SigBlk", "SigCgt"):
+        # Ignored (SigIgn) dispositions survive exec, so a wrapper that ignores a signal
+        # (Python itself ignores SIGPIPE and SIGXFSZ) could leak that into compose; caught
+        # ones (SigCgt) are what the Go runtime installs once it is up, so poll until both
+        # have settled. Not SigBlk: the docker CLI's main thread blocks and unblocks signals
+        # as the Go runtime works (observed 0 and fffffffc3bba3a00 on the same process);
+        # the SIGINT below checks the end-to-end signal behaviour instead.
+        fields = ("SigIgn", "SigCgt")
+        deadline = time.monotonic() + 10
+        while True:
+            g, p = _proc_status(guarded.pid), _proc_status(plain.pid)
+            if all(g[f] == p[f] for f in fields) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        for field in fields:
             assert g[field] == p[field], field
+        time.sleep(0.5)  # both are streaming logs now; interrupt them in the same state
         for proc in (guarded, plain):
             proc.send_signal(signal.SIGINT)
         assert guarded.wait(timeout=30) == plain.wait(timeout=30)

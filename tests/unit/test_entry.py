@@ -50,8 +50,10 @@ def guarded(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         (["-p", "n", "--profile", "a", "up", "-d"], (["-p", "n", "--profile", "a"], "up", ["-d"])),
         (["--dry-run", "down"], (["--dry-run"], "down", [])),
         (["--env-file", "up", "ps"], (["--env-file", "up"], "ps", [])),
-        (["--ansi", "never", "--progress=plain", "logs", "-f", "app"],
-         (["--ansi", "never", "--progress=plain"], "logs", ["-f", "app"])),
+        (
+            ["--ansi", "never", "--progress=plain", "logs", "-f", "app"],
+            (["--ansi", "never", "--progress=plain"], "logs", ["-f", "app"]),
+        ),
         (["-f", "x"], (["-f", "x"], None, [])),
         ([], ([], None, [])),
         (["--help"], (["--help"], None, [])),
@@ -142,7 +144,15 @@ def test_guarded_commands_go_to_the_cli(args, execvp, guarded):
 
 def test_every_guarded_command_is_covered():
     assert GUARDED_COMMANDS == {
-        "up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "version"
+        "up",
+        "update",
+        "plan",
+        "rollback",
+        "history",
+        "pins",
+        "unpin",
+        "recover",
+        "version",
     }
 
 

@@ -8,7 +8,7 @@ from composeguard.storage.mounts import Mount, mount_for, parse_mountinfo, read_
 
 MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
 25 22 0:23 / /proc rw,nosuid,nodev,noexec,relatime shared:12 - proc proc rw
-36 22 0:39 /@data /mnt/pool rw,relatime shared:10 - btrfs /dev/vdb rw,space_cache=v2,subvolid=256,subvol=/@data
+36 22 0:39 /@data /mnt/pool rw,relatime shared:10 - btrfs /dev/vdb rw,ssd,subvolid=256,subvol=/@data
 37 22 0:40 / /mnt/pool2 rw,relatime - btrfs /dev/vdc rw,space_cache=v2,subvolid=5,subvol=/
 40 22 0:45 / /tank/my\040apps rw,noatime shared:1 master:2 - zfs tank/my\040apps rw,xattr,noacl
 41 40 0:46 / /tank/my\040apps/.zfs/snapshot/before rw,relatime shared:21 - zfs tank/my\040apps@before ro

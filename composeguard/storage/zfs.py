@@ -1,0 +1,226 @@
+"""ZFS: one atomic snapshot per pool through libzfs_core, and a rollback that destroys nothing.
+
+Snapshots: ``<dataset>@composeguard-<txn>``, all datasets of one pool in ONE ``lzc_snapshot``
+call (one transaction group), with user properties naming the transaction, project, services
+and digests, and a persistent hold so that no pruning tool can destroy them.
+
+Restore: ``zfs rollback`` only reaches the newest snapshot, and getting past a snapshot that
+sanoid or zfs-auto-snapshot took during the upgrade means destroying it. Instead:
+
+1. clone the pre-upgrade snapshot next to the dataset (``canmount=noauto``, with the
+   dataset's locally set properties: recordsize, compression, mountpoint …);
+2. promote the clone: it takes over the snapshots up to and including the pre-upgrade one;
+3. unmount the live dataset and rename it to ``<dataset>.composeguard-failed-<txn>``: it keeps
+   the failed state and every snapshot taken after the pre-upgrade one;
+4. rename the clone to the dataset's name and mount it.
+
+Nothing is destroyed; every step checks where it stands, so an interrupted restore can be
+run again. libzfs_core has no clone-with-mount, promote-with-remount or rename-with-remount,
+so those steps use the ``zfs`` command, which does the mount bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from composeguard import execute
+from composeguard.errors import CommandError, StorageError
+from composeguard.settings import parse_size_or_percent
+from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.libzfs_core import ZfsUnavailable, library
+from composeguard.storage.mounts import Mount, mount_for
+
+log = logging.getLogger("composeguard.zfs")
+
+PREFIX = "composeguard-"
+HOLD_TAG = "composeguard"
+PROP = "composeguard:"  # user-property namespace
+# Properties a clone cannot take or that composeguard sets itself.
+NOT_COPIED = {"canmount", "origin"}
+
+
+def zfs(*args: str, check: bool = True) -> str:
+    try:
+        return execute.run(["zfs", *args], check=check).stdout or ""
+    except CommandError as e:
+        raise StorageError(f"zfs {args[0]} failed: {_last_line(e.stderr)}") from e
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "unknown error"
+
+
+def get(dataset: str, prop: str) -> str:
+    return zfs("get", "-H", "-p", "-o", "value", prop, dataset).strip()
+
+
+def exists(name: str) -> bool:
+    try:
+        return library().exists(name)
+    except ZfsUnavailable:
+        return execute.run(["zfs", "list", "-H", "-o", "name", name], check=False).returncode == 0
+
+
+def local_properties(dataset: str) -> dict[str, str]:
+    out = zfs("get", "-H", "-p", "-s", "local", "-o", "property,value", "all", dataset)
+    props = {}
+    for line in out.splitlines():
+        k, _, v = line.partition("\t")
+        if k:
+            props[k] = v
+    return props
+
+
+def snapshot_name(dataset: str, txn: str) -> str:
+    return f"{dataset}@{PREFIX}{txn}"
+
+
+def failed_name(dataset: str, txn: str) -> str:
+    return f"{dataset}.{PREFIX}failed-{txn}"
+
+
+def staging_name(dataset: str, txn: str) -> str:
+    return f"{dataset}.{PREFIX}restore-{txn}"
+
+
+class ZfsBackend:
+    kind = "zfs"
+
+    def __init__(self, mounts: list[Mount]) -> None:
+        self.mounts = mounts
+
+    # -- discovery -------------------------------------------------------------------------
+    def dataset_for(self, path: str) -> Dataset:
+        m = mount_for(path, self.mounts)
+        if m is None or m.fstype != "zfs" or "@" in m.source:
+            raise Unprotected(f"{path} is not on a ZFS dataset")
+        name = m.source
+        children = execute.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume",
+                                "-d", "1", name], check=False)
+        if children.returncode != 0:
+            raise Unprotected(f"the ZFS dataset {name} cannot be listed: "
+                              f"{_last_line(children.stderr)}")
+        if len([c for c in children.stdout.splitlines() if c and c != name]):
+            raise Unprotected(f"the ZFS dataset {name} has child datasets; give the service "
+                              f"a dataset without children")
+        return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0],
+                       mountpoint=m.mountpoint)
+
+    def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
+        kind, amount = parse_size_or_percent(min_free)
+        for pool in sorted({d.pool for d in datasets}):
+            avail = int(get(pool, "available"))
+            used = int(get(pool, "used"))
+            need = (avail + used) * amount / 100 if kind == "percent" else amount
+            if avail < need:
+                raise StorageError(f"the ZFS pool {pool} has only {avail >> 20} MiB available "
+                                   f"(composeguard wants {min_free} free before snapshotting)")
+
+    # -- snapshot --------------------------------------------------------------------------
+    def snapshot(self, datasets: list[Dataset], tags: SnapshotTags, on_each=None) -> list[Snapshot]:
+        """One atomic snapshot per pool for all of its datasets, held and tagged."""
+        props = {
+            f"{PROP}txn": tags.txn,
+            f"{PROP}project": tags.project,
+            f"{PROP}services": ",".join(tags.services),
+            f"{PROP}old-digests": json.dumps(tags.old_digests, separators=(",", ":")),
+            f"{PROP}new-digests": json.dumps(tags.new_digests, separators=(",", ":")),
+        }
+        out: list[Snapshot] = []
+        for pool in sorted({d.pool for d in datasets}):
+            group = [d for d in datasets if d.pool == pool]
+            local = {d.name: local_properties(d.name) for d in group}
+            names = [snapshot_name(d.name, tags.txn) for d in group]
+            todo = [n for n in names if not exists(n)]  # a re-run after a crash
+            self._snapshot(todo, props)
+            self._hold({n: HOLD_TAG for n in todo})
+            for d, n in zip(group, names, strict=True):
+                snap = Snapshot(d, n, {"local_properties": local[d.name]})
+                out.append(snap)
+                if on_each:
+                    on_each(snap)
+        return out
+
+    @staticmethod
+    def _snapshot(names: list[str], props: dict[str, str]) -> None:
+        if not names:
+            return
+        try:
+            lib = library()
+        except ZfsUnavailable as e:
+            if "not installed" not in str(e):
+                raise
+            args = [a for k, v in props.items() for a in ("-o", f"{k}={v}")]
+            zfs("snapshot", *args, *names)  # the CLI's multi-snapshot is one lzc_snapshot too
+            return
+        lib.snapshot(names, props)
+
+    @staticmethod
+    def _hold(holds: dict[str, str]) -> None:
+        if not holds:
+            return
+        try:
+            library().hold(holds)
+        except ZfsUnavailable:
+            for snap, tag in holds.items():
+                zfs("hold", tag, snap)
+
+    # -- restore ---------------------------------------------------------------------------
+    def restore(self, snapshot: Snapshot, txn: str) -> str:
+        live = snapshot.dataset.name
+        pre = snapshot.name
+        staging = staging_name(live, txn)
+        failed = failed_name(live, txn)
+        local = dict(snapshot.extra.get("local_properties") or {})
+
+        if not exists(failed):
+            if not exists(staging):
+                if not exists(pre):
+                    raise StorageError(f"the pre-upgrade snapshot {pre} no longer exists")
+                opts = [a for k, v in sorted(local.items()) if k not in NOT_COPIED
+                        for a in ("-o", f"{k}={v}")]
+                zfs("clone", "-o", "canmount=noauto", *opts, pre, staging)
+            if get(staging, "origin") == pre:
+                zfs("promote", staging)
+            if exists(live):
+                zfs("set", "canmount=noauto", live)
+                if get(live, "mounted") == "yes":
+                    zfs("unmount", live)
+                zfs("rename", live, failed)
+        if exists(staging) and not exists(live):
+            zfs("rename", staging, live)
+        # canmount cannot be inherited: put back the local value, or the default "on".
+        zfs("set", f"canmount={local.get('canmount', 'on')}", live)
+        if (get(live, "mounted") != "yes" and get(live, "canmount") != "off"
+                and get(live, "mountpoint") not in ("none", "legacy")):
+            zfs("mount", live)
+        if exists(failed) and get(failed, "readonly") != "on":
+            zfs("set", "readonly=on", failed)
+        return failed
+
+    # -- cleanup ---------------------------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        return exists(name)
+
+    def destroy(self, name: str) -> None:
+        """Release composeguard's hold and destroy one of its own snapshots."""
+        if "@" not in name or not name.split("@", 1)[1].startswith(PREFIX):
+            raise StorageError(f"refusing to destroy {name}: not a composeguard snapshot")
+        if not exists(name):
+            return
+        txn = get(name, f"{PROP}txn")
+        if not txn or txn == "-":
+            raise StorageError(f"refusing to destroy {name}: it carries no composeguard tag")
+        try:
+            lib = library()
+            lib.release({name: [HOLD_TAG]})
+            lib.destroy_snaps([name], defer=True)
+        except ZfsUnavailable:
+            zfs("release", HOLD_TAG, name, check=False)
+            zfs("destroy", "-d", name)
+
+
+__all__ = ["ZfsBackend", "os"]

@@ -1,0 +1,166 @@
+"""The ZFS backend and the libzfs_core binding on real OpenZFS (inside the guest)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.zfs,
+    pytest.mark.skipif(os.environ.get("COMPOSEGUARD_IN_ZFS_GUEST") != "1",
+                       reason="runs inside the OpenZFS guest (lab/zfs-guest.sh)"),
+]
+
+POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "cgtest")
+
+
+def zfs(*args: str) -> str:
+    return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True).stdout
+
+
+def get(name: str, prop: str) -> str:
+    return zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
+
+
+@pytest.fixture
+def datasets():
+    """Fresh datasets under POOL/b<random>, destroyed afterwards (with everything in them)."""
+    parent = f"{POOL}/b{secrets.token_hex(3)}"
+    zfs("create", parent)
+    made: list[str] = []
+
+    def make(name: str, files: dict[str, str] | None = None, *opts: str) -> str:
+        ds = f"{parent}/{name}"
+        zfs("create", *opts, ds)
+        mp = Path(get(ds, "mountpoint"))
+        for rel, content in (files or {}).items():
+            (mp / rel).write_text(content)
+        made.append(ds)
+        return ds
+
+    yield make
+    subprocess.run(["zfs", "destroy", "-R", "-f", parent], capture_output=True)
+    for line in zfs("list", "-H", "-o", "name", "-t", "snapshot").splitlines():
+        if line.startswith(parent):
+            subprocess.run(["zfs", "release", "composeguard", line], capture_output=True)
+    subprocess.run(["zfs", "destroy", "-R", "-f", parent], capture_output=True)
+
+
+def backend():
+    from composeguard.storage.mounts import read_mounts
+    from composeguard.storage.zfs import ZfsBackend
+
+    return ZfsBackend(read_mounts())
+
+
+def tags(txn: str):
+    from composeguard.storage.base import SnapshotTags
+
+    return SnapshotTags(txn=txn, project="proj", services=("app", "db"),
+                        old_digests={"app": "sha256:old"}, new_digests={"app": "sha256:new"})
+
+
+def test_binding_snapshot_exists_names_the_dataset_and_eexist(datasets) -> None:
+    from composeguard.storage.libzfs_core import ZfsError, library
+
+    ds = datasets("a")
+    library().snapshot([f"{ds}@s1"])
+    with pytest.raises(ZfsError) as e:
+        library().snapshot([f"{ds}@s1"])
+    assert e.value.errors == {f"{ds}@s1": errno.EEXIST}
+    assert f"{ds}@s1" in str(e.value) and "EEXIST" in str(e.value)
+
+
+def test_binding_missing_dataset_is_enoent(datasets) -> None:
+    from composeguard.storage.libzfs_core import ZfsError, library
+
+    ds = datasets("a")
+    with pytest.raises(ZfsError) as e:
+        library().snapshot([f"{ds}-nope@s1"])
+    assert e.value.errno == errno.ENOENT
+    assert e.value.errors.get(f"{ds}-nope@s1", errno.ENOENT) == errno.ENOENT
+    assert not library().exists(f"{ds}-nope")
+    assert library().exists(ds)
+
+
+def test_one_atomic_snapshot_per_pool_with_tags_and_hold(datasets) -> None:
+    a = datasets("app", {"f": "a\n"})
+    b = datasets("db", {"f": "b\n"})
+    snaps = backend().snapshot([backend().dataset_for(get(a, "mountpoint")),
+                                backend().dataset_for(get(b, "mountpoint"))], tags("T1"))
+    names = [s.name for s in snaps]
+    assert names == [f"{a}@composeguard-T1", f"{b}@composeguard-T1"]
+    txgs = {get(n, "createtxg") for n in names}
+    assert len(txgs) == 1, f"one transaction group for both snapshots, got {txgs}"
+    assert get(names[0], "composeguard:txn") == "T1"
+    assert get(names[0], "composeguard:project") == "proj"
+    assert "composeguard" in zfs("holds", "-H", names[1])
+
+
+def test_restore_keeps_foreign_snapshots_failed_state_and_local_properties(datasets) -> None:
+    ds = datasets("app", {"db.txt": "before\n"}, "-o", "recordsize=16K", "-o", "compression=off")
+    mp = Path(get(ds, "mountpoint"))
+    be = backend()
+    (snap,) = be.snapshot([be.dataset_for(str(mp))], tags("T2"))
+    (mp / "db.txt").write_text("after a bad migration\n")
+    (mp / "new.txt").write_text("written by the new version\n")
+    zfs("snapshot", f"{ds}@autosnap_03:00")  # a sanoid run during the upgrade
+
+    failed = be.restore(snap, "T2")
+
+    assert (mp / "db.txt").read_text() == "before\n"
+    assert not (mp / "new.txt").exists()
+    assert get(ds, "mounted") == "yes" and Path(get(ds, "mountpoint")) == mp
+    assert zfs("get", "-H", "-o", "value,source", "recordsize", ds).split() == ["16K", "local"]
+    assert zfs("get", "-H", "-o", "value,source", "compression", ds).split() == ["off", "local"]
+    all_snaps = zfs("list", "-H", "-o", "name", "-t", "snapshot").split()
+    assert f"{failed}@autosnap_03:00" in all_snaps, "the foreign snapshot still exists"
+    assert f"{ds}@composeguard-T2" in all_snaps
+    assert get(failed, "readonly") == "on"
+    zfs("mount", failed)
+    try:
+        assert (Path(get(failed, "mountpoint")) / "db.txt").read_text() == "after a bad migration\n"
+    finally:
+        zfs("unmount", failed)
+    # a second run (recover after a crash) changes nothing
+    assert be.restore(snap, "T2") == failed
+    assert (mp / "db.txt").read_text() == "before\n"
+
+
+def test_destroy_refuses_snapshots_composeguard_did_not_make(datasets) -> None:
+    from composeguard.errors import StorageError
+
+    ds = datasets("app")
+    zfs("snapshot", f"{ds}@mine")
+    zfs("snapshot", f"{ds}@composeguard-fake")  # right prefix, no tag
+    with pytest.raises(StorageError):
+        backend().destroy(f"{ds}@mine")
+    with pytest.raises(StorageError):
+        backend().destroy(f"{ds}@composeguard-fake")
+    assert f"{ds}@mine" in zfs("list", "-H", "-o", "name", "-t", "snapshot")
+
+
+def test_retention_destroy_releases_the_hold(datasets) -> None:
+    ds = datasets("app")
+    be = backend()
+    (snap,) = be.snapshot([be.dataset_for(get(ds, "mountpoint"))], tags("T3"))
+    be.destroy(snap.name)
+    assert snap.name not in zfs("list", "-H", "-o", "name", "-t", "snapshot")
+
+
+def test_mountpoint_with_spaces_and_child_datasets(datasets, tmp_path: Path) -> None:
+    from composeguard.storage.base import Unprotected
+
+    mnt = Path(os.environ["COMPOSEGUARD_ZFS_MNT"]) / "with space é"
+    ds = datasets("spaced", None, "-o", f"mountpoint={mnt}")
+    assert backend().dataset_for(str(mnt)).name == ds
+    parent = datasets("parent")
+    zfs("create", f"{parent}/child")
+    with pytest.raises(Unprotected, match="child datasets"):
+        backend().dataset_for(get(parent, "mountpoint"))
+    assert backend().dataset_for(get(f"{parent}/child", "mountpoint")).name == f"{parent}/child"
