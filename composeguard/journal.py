@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composeguard.errors import GuardError
 from composeguard.state import make_private_dir, project_dir, read_json, write_json
 
 # Outcomes of a finished transaction.
@@ -107,15 +108,22 @@ class Journal:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     @classmethod
+    def read(cls, path: Path) -> Journal:
+        data = read_json(path)
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a {type(data).__name__}, not an object")
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as e:
+            raise GuardError(f"the state file {path} is corrupt ({e}); move it aside to continue") from e
+
+    @classmethod
     def load(cls, project: str, txn: str) -> Journal:
-        return cls.from_dict(read_json(cls.folder(project) / f"{txn}.json"))
+        return cls.read(cls.folder(project) / f"{txn}.json")
 
     @classmethod
     def all(cls, project: str) -> list[Journal]:
-        out = []
-        for p in sorted(cls.folder(project).glob("*.json")):
-            out.append(cls.from_dict(read_json(p)))
-        return out
+        return [cls.read(p) for p in sorted(cls.folder(project).glob("*.json"))]
 
     @classmethod
     def unfinished(cls, project: str) -> Journal | None:

@@ -68,7 +68,7 @@ class PinFile:
                     txn=str(m.get("txn", "")),
                     bad=[BadDigest(**b) for b in m.get("bad") or []],
                 )
-        except (yaml.YAMLError, AttributeError, KeyError, TypeError) as e:
+        except (yaml.YAMLError, AttributeError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise GuardError(f"the pin file {self.path} is corrupt ({e}); fix or remove it") from e
 
     def render(self, services: set[str] | None = None) -> str:

@@ -6,6 +6,7 @@ Environment variables ``COMPOSEGUARD_*`` override the project level.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -16,8 +17,14 @@ QUIESCE_MODES = ("none", "stop", "pause")
 UNPROTECTED_MODES = ("refuse", "allow")
 
 
+def _host_port(target: str) -> bool:
+    host, _, port = target.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
 def _number(value: Any, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value < 0):
         raise ConfigError(
             f"x-composeguard.{key} in {where} must be a number of seconds >= 0, not {value!r}"
         )
@@ -87,8 +94,11 @@ class Probe:
                 raise ConfigError(f"x-composeguard.probe.exec in {where} must be a command list")
         elif not isinstance(target, str) or not target:
             raise ConfigError(f"x-composeguard.probe.{kind} in {where} must be a string")
-        elif kind == "tcp" and ":" not in target:
-            raise ConfigError(f"x-composeguard.probe.tcp in {where} must be HOST:PORT")
+        elif kind == "tcp" and not _host_port(target):
+            raise ConfigError(f"x-composeguard.probe.tcp in {where} must be HOST:PORT, not {target!r}")
+        elif kind == "http" and not target.startswith(("http://", "https://")):
+            raise ConfigError(f"x-composeguard.probe.http in {where} must be an http:// or https:// URL, "
+                              f"not {target!r}")
         status = raw.get("status", 200)
         if isinstance(status, bool) or not isinstance(status, int):
             raise ConfigError(f"x-composeguard.probe.status in {where} must be an HTTP status code")

@@ -28,7 +28,7 @@ def state_dir() -> Path:
 
 def safe_name(name: str, what: str) -> str:
     """Project names become path components: accept only compose's own name alphabet."""
-    if not _SAFE_NAME.match(name or ""):
+    if not _SAFE_NAME.fullmatch(name or ""):
         raise ConfigError(f"invalid {what} {name!r}: use lowercase letters, digits, '-' and '_'")
     return name
 
@@ -60,11 +60,14 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as f:  # write() loops over short writes; a full disk raises
+            f.write(raw)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
@@ -78,9 +81,6 @@ def write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GuardError(
-            f"the state file {path} is corrupt ({e.msg} at line {e.lineno}); "
-            f"move it aside to continue"
-        ) from e
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GuardError(f"the state file {path} is corrupt ({e}); move it aside to continue") from e

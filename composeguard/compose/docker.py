@@ -47,11 +47,13 @@ def repository(ref: str) -> str:
 def normalize_repository(repo: str) -> str:
     """Docker's short names: 'nginx' == 'docker.io/library/nginx'."""
     parts = repo.split("/")
+    if parts[0] in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        parts = parts[1:]
+    elif len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        return repo  # another registry: names are taken as they are
     if len(parts) == 1:
-        return f"docker.io/library/{repo}"
-    if "." not in parts[0] and ":" not in parts[0] and parts[0] != "localhost":
-        return f"docker.io/{repo}"
-    return repo
+        parts = ["library", *parts]
+    return "docker.io/" + "/".join(parts)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class Invocation:
             if a.startswith("--") and "=" in a:
                 name, value = a.split("=", 1)
             elif a[:2] in ("-f", "-p") and len(a) > 2:
-                name, value = a[:2], a[2:]
+                name, value = a[:2], a[2:].removeprefix("=")  # -fX and -f=X, as compose takes
             if name in GLOBAL_OPTIONS_WITH_VALUE and value is None:
                 if i + 1 >= len(args):
                     raise ConfigError(f"option {name} needs a value")
@@ -76,7 +76,7 @@ class Invocation:
         if env_files:
             sep = os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
             return [str((base / f).absolute()) for f in env_files.split(sep) if f]
-        start = Path(self.project_directory).absolute() if self.project_directory else base
+        start = (base / self.project_directory).absolute() if self.project_directory else base
         for d in (start, *start.parents):
             for name in DEFAULT_FILE_NAMES:
                 if (d / name).is_file():
@@ -87,8 +87,6 @@ class Invocation:
                     if override:
                         found.append(str(override))
                     return found
-            if self.project_directory:
-                break  # compose does not walk up from an explicit project directory
         raise ConfigError(
             f"no compose file found in {start} or its parents "
             f"(looked for {', '.join(DEFAULT_FILE_NAMES)})"

@@ -49,11 +49,6 @@ def test_normalize_repository(repo, normal):
     assert normalize_repository(repo) == normal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: compose.docker.normalize_repository leaves 'docker.io/nginx' and "
-    "'index.docker.io/...' as they are; Docker reads both as docker.io/library/nginx",
-)
 @pytest.mark.parametrize(
     "repo", ["docker.io/nginx", "index.docker.io/library/nginx", "index.docker.io/nginx"]
 )
@@ -89,11 +84,6 @@ def test_digest_for_a_local_build_without_digests():
     assert ImageInfo(id="sha256:abc", repo_digests=(), repo_tags=("app:dev",)).digest_for("app:dev") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: normalize_repository('docker.io/nginx') != normalize_repository('nginx'), so "
-    "an `image: docker.io/nginx:1.25` service never finds its RepoDigest 'nginx@sha256:…'",
-)
 def test_digest_for_docker_hub_short_name_written_with_registry():
     info = ImageInfo(id="sha256:abc", repo_digests=(f"nginx@{D1}",), repo_tags=("nginx:1.25",))
     assert info.digest_for("docker.io/nginx:1.25") == f"nginx@{D1}"

@@ -77,11 +77,6 @@ def test_missing_option_value(args):
         Invocation.parse(args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Invocation.parse keeps the '=' of '-f=x.yml' / '-p=shop' (pflag, and so "
-    "docker compose, reads them as x.yml / shop), so config_files() returns '<cwd>/=x.yml'",
-)
 def test_parse_short_option_with_equals():
     inv = Invocation.parse(["-f=x.yml", "-p=shop"])
     assert inv.files == ["x.yml"]
@@ -209,11 +204,6 @@ def test_project_directory_is_searched_instead_of_cwd(tmp_path):
     assert inv.config_files(str(tmp_path / "cwd")) == [str(tmp_path / "proj" / "compose.yaml")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Invocation.config_files stops at an explicit --project-directory; compose "
-    "(compose-go WithDefaultConfigPath, verified with compose v2.40.3) walks up from it",
-)
 def test_discovery_walks_up_from_the_project_directory(tmp_path):
     touch(tmp_path / "proj" / "compose.yaml")
     (tmp_path / "proj" / "sub").mkdir()
@@ -221,11 +211,6 @@ def test_discovery_walks_up_from_the_project_directory(tmp_path):
     assert inv.config_files(str(tmp_path)) == [str(tmp_path / "proj" / "compose.yaml")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Invocation.config_files resolves a relative --project-directory against the "
-    "process cwd (Path.absolute()) instead of its cwd argument, unlike -f and COMPOSE_FILE",
-)
 def test_relative_project_directory_is_resolved_against_cwd_argument(tmp_path, monkeypatch):
     touch(tmp_path / "base" / "proj" / "compose.yaml")
     elsewhere = tmp_path / "elsewhere"

@@ -164,12 +164,6 @@ def test_empty_journal_file_raises_guard_error(state_dir):
         Journal.load("shop", j.id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: state.read_json/Journal.from_dict let valid JSON of the wrong shape through; "
-    "Journal.unfinished raises TypeError (a traceback on every guarded command) "
-    "instead of a GuardError naming the file",
-)
 @pytest.mark.parametrize("content", ["[]", "null", '{"id": "x"}'])
 def test_wrong_shape_journal_raises_guard_error_naming_the_file(state_dir, content):
     j = make("20250101T000000Z-aaaa")
@@ -179,11 +173,6 @@ def test_wrong_shape_journal_raises_guard_error_naming_the_file(state_dir, conte
     assert str(j.path) in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: state.read_json does not catch UnicodeDecodeError from read_text(); "
-    "a non-UTF-8 journal crashes with a traceback instead of a GuardError",
-)
 def test_binary_journal_raises_guard_error_naming_the_file(state_dir):
     j = make("20250101T000000Z-aaaa")
     j.path.write_bytes(b"\xff\xfe\x00\x01")
@@ -226,11 +215,6 @@ def test_write_atomic_crash_before_rename_keeps_the_old_content(tmp_path, monkey
     assert p.read_text() == "old content"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: state.write_atomic ignores os.write's return value; a short write "
-    "(e.g. the disk filling up) is renamed into place as a truncated file",
-)
 def test_write_atomic_never_commits_a_short_write(tmp_path, monkeypatch):
     p = tmp_path / "f.json"
     write_atomic(p, "old content")
@@ -272,11 +256,6 @@ def test_safe_name_rejects(name):
         safe_name(name, "project name")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: state._SAFE_NAME ends in '$', which also matches before a trailing newline, "
-    "so safe_name('shop\\n') is accepted as a path component",
-)
 def test_safe_name_rejects_a_trailing_newline():
     with pytest.raises(ConfigError):
         safe_name("shop\n", "project name")

@@ -171,11 +171,6 @@ def test_a_corrupt_pin_file_is_a_guard_error_naming_the_file(state_dir, content)
     assert str(path) in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: pins.PinFile._load does not catch UnicodeDecodeError from read_text(); "
-    "a non-UTF-8 pin file crashes with a traceback instead of a GuardError",
-)
 def test_a_binary_pin_file_is_a_guard_error_naming_the_file(state_dir):
     path = state_dir / "projects" / "shop" / "pins.yaml"
     path.parent.mkdir(parents=True)

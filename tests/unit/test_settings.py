@@ -151,34 +151,18 @@ def test_settings_must_be_a_mapping(raw):
     assert "mapping" in error_of(ProjectSettings.parse, raw, "the project")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: settings.Probe.parse only checks that a tcp target contains ':'; "
-    "'db:' and 'db:http' are accepted and probe.py then crashes on int(port) "
-    "(ValueError) in the middle of an upgrade",
-)
 @pytest.mark.parametrize("target", ["db:", "db:http", ":5432x"])
 def test_tcp_probe_needs_a_numeric_port(target):
     with pytest.raises(ConfigError):
         Probe.parse({"tcp": target}, "service app")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: settings.Probe.parse accepts any non-empty http target; '/health' or "
-    "'app/health' make urllib raise ValueError (not URLError) in probe.run_extra_probe, "
-    "which escapes probe_all in the middle of an upgrade",
-)
 @pytest.mark.parametrize("target", ["/health", "app/health", "http//app/health"])
 def test_http_probe_needs_an_http_url(target):
     with pytest.raises(ConfigError):
         Probe.parse({"http": target}, "service app")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: settings._number accepts NaN (YAML .nan), which makes every deadline comparison false",
-)
 def test_timeout_nan_is_refused():
     with pytest.raises(ConfigError):
         ServiceSettings.parse({"timeout": math.nan}, "service app")

@@ -1,0 +1,208 @@
+# shellcheck shell=bash
+# The Docker lab INSIDE the OpenZFS guest: a real dockerd whose data root is a ZFS dataset and a
+# real registry on 127.0.0.1:5000 holding the lab images, so end-to-end tests can run
+# `docker compose` against data on ZFS.
+#
+# Not run by hand: the guest-init that `lab/zfs-guest.sh --docker` generates sources this file
+# after the pool exists, calls guest_docker_up before the command and guest_docker_down (from its
+# EXIT trap) before it destroys the pool. It reads what guest-init sets:
+#
+#   LABDIR                  the lab folder shared with the host (images.tar, images.ids, logs)
+#   COMPOSEGUARD_ZFS_POOL   the pool; the data root becomes the dataset POOL/docker
+#   COMPOSEGUARD_IN_ZFS_GUEST=1
+#
+# and exports for the command:
+#
+#   DOCKER_HOST=unix:///run/cgx/docker.sock   the guest's dockerd (the host's is not reachable)
+#   DOCKER_CONFIG=/run/cgx/cli                the host's root filesystem (so ~/.docker) is read-only
+#   COMPOSEGUARD_LAB_STORAGE=zfs
+#
+# Optional: COMPOSEGUARD_GUEST_IPTABLES=0 starts dockerd with --iptables=false straight away
+# (it is also the automatic fallback when dockerd fails to start because of iptables).
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    echo "lab/guest-docker.sh is sourced by lab/zfs-guest.sh --docker inside the guest; do not run it" >&2
+    exit 2
+fi
+
+# Everything runtime-only lives on the guest's /run tmpfs: sockets, pid files, containerd state,
+# the registry's blobs (a few MB) and the CLI config. Only the data root is on ZFS.
+CGX=/run/cgx
+CGX_SOCK=$CGX/docker.sock
+CGX_REGISTRY=127.0.0.1:5000
+CGX_DOCKERD_PID=
+CGX_REGISTRY_PID=
+
+gd_log() { printf 'zfs-guest(docker): %s\n' "$*" >&2; }
+
+# True while PID runs. kill -0 alone is not enough: dockerd and the registry are children of
+# this shell, and a child that exited stays a zombie (kill -0 succeeds) until it is waited for.
+gd_alive() {
+    local state
+    state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# Stop PID with SIGTERM, SIGKILL after SECS seconds, and reap it.
+gd_stop() {
+    local pid=$1 secs=$2 what=$3 i
+    [ -n "$pid" ] || return 0
+    if gd_alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < secs * 4; i++)); do gd_alive "$pid" || break; sleep 0.25; done
+        if gd_alive "$pid"; then
+            gd_log "$what did not stop within ${secs}s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            sleep 0.5
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+gd_docker() { docker -H "unix://$CGX_SOCK" "$@"; }
+
+# Start dockerd with the extra arguments given; 0 once `docker info` answers, 1 if dockerd died.
+gd_start_dockerd() {
+    local data_root=$1 i
+    shift
+    rm -f "$CGX/dockerd.pid" "$CGX_SOCK"
+    # --config-file: an empty one, so that nothing in the host's /etc/docker leaks in.
+    # --storage-driver vfs: plain directories, no overlayfs on ZFS 2.1 (unsupported) and no zfs
+    #   driver (it would create a dataset per layer in the pool the tests snapshot and list).
+    #   Every layer and container is a full copy, fine with the ~2 MB lab images.
+    # The default bridge stays on: compose puts services on a user-defined bridge, and its
+    # embedded DNS (service names) relies on iptables rules inside each container's netns.
+    gd_log "starting dockerd $* (data root $data_root, log $LABDIR/dockerd.log)"
+    dockerd --config-file "$CGX/daemon.json" \
+        --data-root "$data_root" --exec-root "$CGX" --pidfile "$CGX/dockerd.pid" \
+        -H "unix://$CGX_SOCK" --storage-driver vfs "$@" \
+        >"$LABDIR/dockerd.log" 2>&1 </dev/null &
+    CGX_DOCKERD_PID=$!
+    # TCG is slow, and dockerd starts containerd first: allow three minutes.
+    for ((i = 0; i < 360; i++)); do
+        if ! gd_alive "$CGX_DOCKERD_PID"; then
+            wait "$CGX_DOCKERD_PID" 2>/dev/null || true
+            CGX_DOCKERD_PID=
+            return 1
+        fi
+        gd_docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    gd_log "dockerd did not answer within 180s; last log lines:"
+    tail -n 30 "$LABDIR/dockerd.log" >&2 || true
+    return 1
+}
+
+gd_start_registry() {
+    local i
+    mkdir -p "$CGX/registry"
+    # Like lab/lab.sh's registry_up: no auth section (the packaged default config asks for
+    # htpasswd), delete enabled, 127.0.0.1 (which dockerd trusts as insecure by default).
+    cat >"$CGX/registry.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: $CGX/registry
+  delete:
+    enabled: true
+http:
+  addr: $CGX_REGISTRY
+EOF
+    docker-registry serve "$CGX/registry.yml" >"$LABDIR/registry.log" 2>&1 </dev/null &
+    CGX_REGISTRY_PID=$!
+    for ((i = 0; i < 240; i++)); do
+        wget -q -O /dev/null "http://$CGX_REGISTRY/v2/" 2>/dev/null && return 0
+        gd_alive "$CGX_REGISTRY_PID" || break
+        sleep 0.25
+    done
+    tail -n 20 "$LABDIR/registry.log" >&2 || true
+    gd_log "the registry did not start on $CGX_REGISTRY"
+    return 1
+}
+
+guest_docker_up() {
+    local start=$SECONDS ds=$COMPOSEGUARD_ZFS_POOL/docker data_root name id
+    mkdir -p "$CGX" "$CGX/cli"
+    echo '{}' >"$CGX/daemon.json"
+
+    # The data root is its own dataset (mounted under the pool's mountpoint by inheritance), so
+    # a test can tell docker's files from its own datasets and the pool stays destroyable.
+    zfs create "$ds"
+    data_root=$(zfs get -H -o value mountpoint "$ds")
+
+    # The modules dockerd needs come from the host's /lib/modules through the 9p root; the
+    # kernel would autoload most of them, loading them up front just makes failures obvious.
+    modprobe -a bridge br_netfilter veth nf_tables nft_compat nft_chain_nat xt_MASQUERADE \
+        xt_addrtype xt_conntrack 2>/dev/null || gd_log "some netfilter/bridge modules did not load"
+
+    if [ "${COMPOSEGUARD_GUEST_IPTABLES:-1}" = 0 ]; then
+        gd_start_dockerd "$data_root" --iptables=false || return 1
+    elif ! gd_start_dockerd "$data_root"; then
+        if grep -qi iptables "$LABDIR/dockerd.log"; then
+            gd_log "dockerd failed because of iptables; retrying with --iptables=false"
+            cp "$LABDIR/dockerd.log" "$LABDIR/dockerd-iptables-failure.log"
+            gd_start_dockerd "$data_root" --iptables=false || return 1
+        else
+            tail -n 30 "$LABDIR/dockerd.log" >&2 || true
+            gd_log "dockerd did not start"
+            return 1
+        fi
+    fi
+    export DOCKER_HOST=unix://$CGX_SOCK DOCKER_CONFIG=$CGX/cli COMPOSEGUARD_LAB_STORAGE=zfs
+    gd_log "dockerd $(docker version -f '{{.Server.Version}}') up after $((SECONDS - start))s"
+
+    gd_start_registry || return 1
+
+    # The images lab/zfs-guest.sh saved on the host; images.ids lists "NAME:TAG ID" per image.
+    [ -s "$LABDIR/images.tar" ] && [ -s "$LABDIR/images.ids" ] \
+        || { gd_log "$LABDIR/images.tar or images.ids missing"; return 1; }
+    docker load -q -i "$LABDIR/images.tar" >/dev/null
+    while read -r name id; do
+        [ -n "$name" ] || continue
+        [ "$(docker image inspect -f '{{.Id}}' "$name")" = "$id" ] \
+            || { gd_log "loaded $name does not have the ID the host saved ($id)"; return 1; }
+        # Same names as on the host lab, so compose files written for it work here unchanged.
+        docker tag "$name" "$CGX_REGISTRY/$name"
+        docker push -q "$CGX_REGISTRY/$name" >/dev/null
+    done <"$LABDIR/images.ids"
+    gd_log "registry $CGX_REGISTRY has $(wc -l <"$LABDIR/images.ids") lab images; docker lab ready after $((SECONDS - start))s"
+}
+
+guest_docker_down() {
+    # Runs from the EXIT trap before the pool is destroyed: nothing here may abort the trap.
+    local ids mnt fstype
+    if [ -n "$CGX_DOCKERD_PID" ] && gd_alive "$CGX_DOCKERD_PID"; then
+        # Containers left by a failed test: remove them while dockerd can still tidy their
+        # mounts and network namespaces.
+        mapfile -t ids < <(timeout 60 docker -H "unix://$CGX_SOCK" ps -aq 2>/dev/null)
+        if [ "${#ids[@]}" -gt 0 ]; then
+            gd_log "removing ${#ids[@]} leftover container(s)"
+            timeout 180 docker -H "unix://$CGX_SOCK" rm -f "${ids[@]}" >/dev/null 2>&1 || true
+        fi
+    fi
+    gd_stop "$CGX_REGISTRY_PID" 20 registry
+    CGX_REGISTRY_PID=
+    # dockerd stops its containerd on SIGTERM; 60 s because TCG is slow.
+    gd_stop "$CGX_DOCKERD_PID" 60 dockerd
+    CGX_DOCKERD_PID=
+    # A killed dockerd can leave its containerd and shims behind: they keep files open on the pool.
+    pkill_children=$(pgrep -x -d ' ' 'containerd|containerd-shim|containerd-shim-runc-v2' 2>/dev/null || true)
+    if [ -n "$pkill_children" ]; then
+        gd_log "killing leftover containerd processes: $pkill_children"
+        # shellcheck disable=SC2086
+        kill -KILL $pkill_children 2>/dev/null || true
+        sleep 1
+    fi
+    # Whatever is still mounted under the pool and is not one of its datasets (container shm,
+    # bind mounts) would make `zpool destroy` fail: unmount deepest first.
+    while read -r mnt fstype; do
+        mnt=$(printf '%b' "$mnt")   # mountinfo escapes spaces as \040
+        gd_log "unmounting leftover $fstype mount $mnt"
+        umount -l "$mnt" 2>/dev/null || true
+    done < <(awk -v root="$COMPOSEGUARD_ZFS_MNT" '{
+                 for (i = 7; $i != "-"; i++) ; fstype = $(i + 1)
+                 if (fstype != "zfs" && index($5 "/", root "/") == 1) print length($5), $5, fstype
+             }' /proc/self/mountinfo | sort -rn | cut -d' ' -f2-)
+}
