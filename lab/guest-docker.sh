@@ -172,7 +172,7 @@ guest_docker_up() {
 
 guest_docker_down() {
     # Runs from the EXIT trap before the pool is destroyed: nothing here may abort the trap.
-    local ids mnt fstype
+    local ids mnt fstype leftovers
     if [ -n "$CGX_DOCKERD_PID" ] && gd_alive "$CGX_DOCKERD_PID"; then
         # Containers left by a failed test: remove them while dockerd can still tidy their
         # mounts and network namespaces.
@@ -188,11 +188,12 @@ guest_docker_down() {
     gd_stop "$CGX_DOCKERD_PID" 60 dockerd
     CGX_DOCKERD_PID=
     # A killed dockerd can leave its containerd and shims behind: they keep files open on the pool.
-    pkill_children=$(pgrep -x -d ' ' 'containerd|containerd-shim|containerd-shim-runc-v2' 2>/dev/null || true)
-    if [ -n "$pkill_children" ]; then
-        gd_log "killing leftover containerd processes: $pkill_children"
+    # (Only this guest's processes can match: the guest has its own kernel and process table.)
+    leftovers=$(pgrep -d ' ' '^containerd' 2>/dev/null || true)
+    if [ -n "$leftovers" ]; then
+        gd_log "killing leftover containerd processes: $leftovers"
         # shellcheck disable=SC2086
-        kill -KILL $pkill_children 2>/dev/null || true
+        kill -KILL $leftovers 2>/dev/null || true
         sleep 1
     fi
     # Whatever is still mounted under the pool and is not one of its datasets (container shm,

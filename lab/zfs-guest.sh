@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a command inside the OpenZFS guest VM with a fresh ZFS pool ready.
 #
-#   lab/zfs-guest.sh [--] CMD [ARGS...]
+#   lab/zfs-guest.sh [--docker] [--] CMD [ARGS...]
 #
 # The host kernel has no module support, so ZFS lives in a guest: virtme-ng boots the Debian
 # kernel (from linux-image-amd64, with zfs.ko built by DKMS) and shares the host's root
@@ -14,12 +14,26 @@
 #
 # plus every COMPOSEGUARD_* variable set on the host (the guest does not inherit the host's
 # environment). The script exits with CMD's exit code; 124 if the guest timed out and 125 if
-# the guest never reported one (boot or ZFS setup failed: see the output above it).
+# the guest never reported one (boot, ZFS or Docker setup failed: see the output above it).
+#
+# --docker also starts a Docker lab in the guest (lab/guest-docker.sh): dockerd (vfs storage
+# driver) with its data root on the dataset POOL/docker, and a registry on 127.0.0.1:5000 that
+# holds the host lab's images (lab/busybox:1, lab/app:v1..v3, lab/plain:v1..v3, as
+# 127.0.0.1:5000/lab/NAME:TAG), so `docker compose pull` works. The host must run the lab
+# (`lab/lab.sh up`): its images are `docker save`d into LABDIR/images.tar, again only when their
+# IDs changed. CMD then also gets:
+#
+#   DOCKER_HOST=unix:///run/cgx/docker.sock   the guest's dockerd
+#   DOCKER_CONFIG=/run/cgx/cli                a writable CLI config folder (~ is read-only)
+#   COMPOSEGUARD_LAB_STORAGE=zfs
+#
+# Containers still running when CMD ends are removed, then dockerd and the registry stop before
+# the pool is destroyed.
 #
 # Environment (host side):
 #   COMPOSEGUARD_LAB            lab folder (default /var/lib/composeguard-lab); uses LAB/zfs
 #   COMPOSEGUARD_ZFS_POOL       pool name (default cgtest)
-#   COMPOSEGUARD_ZFS_POOL_SIZE  size of the sparse pool image (default 1G)
+#   COMPOSEGUARD_ZFS_POOL_SIZE  size of the sparse pool image (default 1G; 2G with --docker)
 #   COMPOSEGUARD_ZFS_TIMEOUT    seconds before the whole guest run is killed (default 1500)
 #
 # Needs: root, `lab/install-packages.sh --zfs` (kernel, qemu, zfs-dkms, zfsutils-linux) and
@@ -30,7 +44,6 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$HERE")
 LABDIR=${COMPOSEGUARD_LAB:-/var/lib/composeguard-lab}/zfs
 POOL=${COMPOSEGUARD_ZFS_POOL:-cgtest}
-POOL_SIZE=${COMPOSEGUARD_ZFS_POOL_SIZE:-1G}
 TIMEOUT=${COMPOSEGUARD_ZFS_TIMEOUT:-1500}
 
 log() { printf 'zfs-guest: %s\n' "$*" >&2; }
@@ -41,12 +54,28 @@ usage() {
     exit 2
 }
 
+# The host lab's images that --docker copies into the guest (see images_up in lab/lab.sh).
+LAB_IMAGES=(lab/busybox:1 lab/app:v1 lab/app:v2 lab/app:v3 lab/plain:v1 lab/plain:v2 lab/plain:v3)
+
 # --- arguments -----------------------------------------------------------------------------
-case "${1:-}" in
-    -h|--help) usage ;;
-    --) shift ;;
-esac
+DOCKER=0
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        -h|--help) usage ;;
+        --docker) DOCKER=1; shift ;;
+        --) shift; break ;;
+        *) break ;;
+    esac
+done
 [ "$#" -gt 0 ] || usage
+
+# The image is sparse, so a bigger pool costs nothing until written. With --docker the vfs
+# driver stores every layer and every container as a full copy on the pool: leave it room.
+if [ "$DOCKER" = 1 ]; then
+    POOL_SIZE=${COMPOSEGUARD_ZFS_POOL_SIZE:-2G}
+else
+    POOL_SIZE=${COMPOSEGUARD_ZFS_POOL_SIZE:-1G}
+fi
 
 # --- preconditions ---------------------------------------------------------------------------
 # The guest runs as the host user; modprobe and zpool need root there.
@@ -77,6 +106,20 @@ VENV_BIN=$ROOT/.venv/bin
 [ -x "$VENV_BIN/vng" ] || die "$VENV_BIN/vng missing: run lab/lab.sh up (installs virtme-ng)"
 export PATH="$VENV_BIN:$PATH"
 
+if [ "$DOCKER" = 1 ]; then
+    # The guest cannot reach the host's dockerd or registry (no network): the images travel
+    # as a `docker save` archive, so the host's lab must be up.
+    [ -r "$ROOT/lab/guest-docker.sh" ] || die "$ROOT/lab/guest-docker.sh missing"
+    docker info >/dev/null 2>&1 || die "--docker: the host's dockerd does not answer: run lab/lab.sh up"
+    for img in "${LAB_IMAGES[@]}"; do
+        docker image inspect "$img" >/dev/null 2>&1 || die "--docker: host image $img missing: run lab/lab.sh up"
+    done
+    for tool in dockerd docker-registry wget; do
+        command -v "$tool" >/dev/null || die "--docker: $tool missing on the host (the guest uses the host's binaries)"
+    done
+    docker compose version >/dev/null 2>&1 || die "--docker: the Compose v2 plugin is missing: run lab/lab.sh up"
+fi
+
 # --- lab folder --------------------------------------------------------------------------------
 # Only --rwdir folders are writable from the guest, so everything the guest writes (the pool
 # image, its mountpoint, the exit code) lives in LABDIR.
@@ -90,6 +133,25 @@ flock -n 9 || die "another lab/zfs-guest.sh run holds $LABDIR/.lock"
 RC_FILE=$LABDIR/exit-code
 rm -f "$RC_FILE"
 
+# --docker: the lab images for the guest, saved again only when one of their IDs changed
+# (`docker save` of the 7 images takes a few seconds; the ID check well under one). The stamp
+# lists "NAME:TAG ID" per image; the guest reads it back to tag and push what it loaded.
+if [ "$DOCKER" = 1 ]; then
+    ids=$(for img in "${LAB_IMAGES[@]}"; do
+              printf '%s %s\n' "$img" "$(docker image inspect -f '{{.Id}}' "$img")"
+          done)
+    if [ -s "$LABDIR/images.tar" ] && [ -f "$LABDIR/images.ids" ] \
+        && [ "$ids" = "$(cat "$LABDIR/images.ids")" ]; then
+        log "lab images unchanged: reusing $LABDIR/images.tar"
+    else
+        log "saving the lab images into $LABDIR/images.tar"
+        rm -f "$LABDIR/images.ids"              # no stamp while the archive is being replaced
+        docker save -o "$LABDIR/images.tar.tmp" "${LAB_IMAGES[@]}"
+        mv -f "$LABDIR/images.tar.tmp" "$LABDIR/images.tar"
+        printf '%s\n' "$ids" > "$LABDIR/images.ids"
+    fi
+fi
+
 # The caller's command and environment, quoted with printf %q so that the guest's bash reads
 # back exactly the same words (spaces, quotes, globs and empty arguments survive).
 {
@@ -102,6 +164,7 @@ rm -f "$RC_FILE"
     done < <(compgen -e | grep '^COMPOSEGUARD_' || true)
     printf 'export COMPOSEGUARD_ZFS_POOL=%q\n' "$POOL"
     printf 'POOL_SIZE=%q\n' "$POOL_SIZE"
+    printf 'DOCKER=%q\n' "$DOCKER"
     printf 'ROOT=%q\n' "$ROOT"
 } > "$LABDIR/cmd.sh"
 
@@ -118,6 +181,11 @@ export COMPOSEGUARD_ZFS_MNT=$LABDIR/mnt COMPOSEGUARD_IN_ZFS_GUEST=1
 IMG=$LABDIR/pool.img
 
 cleanup() {
+    set +e   # an EXIT trap: a failing step must not skip the ones after it
+    # --docker: dockerd, its containers and the registry hold files on the pool; stop them first.
+    if [ "$DOCKER" = 1 ] && declare -F guest_docker_down >/dev/null; then
+        guest_docker_down
+    fi
     # Leave nothing behind: the pool only exists in this guest's kernel, but its image and
     # mountpoint are on the host. -f because a test may leave a process or mount on it.
     if zpool list -H -o name "$COMPOSEGUARD_ZFS_POOL" >/dev/null 2>&1; then
@@ -141,6 +209,13 @@ truncate -s "$POOL_SIZE" "$IMG"   # sparse: costs only what the pool writes
 # cachefile=none: the guest's /etc is a throw-away overlay and the pool never outlives the boot.
 zpool create -f -o cachefile=none -m "$COMPOSEGUARD_ZFS_MNT" "$COMPOSEGUARD_ZFS_POOL" "$IMG"
 log "pool $COMPOSEGUARD_ZFS_POOL ready at $COMPOSEGUARD_ZFS_MNT (kernel $(uname -r), zfs $(cat /sys/module/zfs/version))"
+
+if [ "$DOCKER" = 1 ]; then
+    # Sourced (not run) so that it can export DOCKER_HOST & co. for CMD. Called plainly, not
+    # in an `if`/`||`, so that set -e stays in force inside it: any failed step aborts the boot.
+    source "$ROOT/lab/guest-docker.sh"
+    guest_docker_up
+fi
 
 cd "$ROOT"
 rc=0
@@ -188,7 +263,7 @@ if [ "$vng_rc" -eq 124 ] || [ "$vng_rc" -eq 137 ]; then
     exit 124
 fi
 if [ ! -s "$RC_FILE" ]; then
-    log "guest reported no exit code (vng exit $vng_rc after ${elapsed}s): boot or ZFS setup failed, see above"
+    log "guest reported no exit code (vng exit $vng_rc after ${elapsed}s): boot, ZFS or Docker setup failed, see above"
     exit 125
 fi
 rc=$(cat "$RC_FILE")
