@@ -67,14 +67,16 @@ def exec_compose(args: list[str]) -> None:
     """Replace this process with ``docker compose ARGS``; never returns."""
     docker = docker_binary()
     argv = [docker, "compose", *args]
-    if os.environ.get("COMPOSEGUARD_DEBUG"):
+    if os.environ.get("COMPOSEGUARD_DEBUG") and sys.stderr is not None:
         sys.stderr.write("composeguard: exec " + " ".join(argv) + "\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None when the fd was closed before we started (`>&-`)
+            stream.flush()
     try:
         os.execvp(docker, argv)
     except OSError as e:
-        sys.stderr.write(f"composeguard: cannot run {docker}: {e.strerror}\n")
+        if sys.stderr is not None:
+            sys.stderr.write(f"composeguard: cannot run {docker}: {e.strerror}\n")
         sys.exit(127 if isinstance(e, FileNotFoundError) else 126)
 
 
