@@ -114,27 +114,45 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
     ctx.exit(guarded_up(req, _reporter()))
 
 
-@main.command(help="For cron: pull, then a guarded up of what changed. Quiet when nothing changes.")
+@main.command(
+    help="For cron: pull, then a guarded up of what changed. Quiet when nothing "
+    "changes; a digest that failed before is not tried again."
+)
 @click.argument("services", nargs=-1)
+@click.option(
+    "--all",
+    "all_projects",
+    is_flag=True,
+    help="Every compose project on this host (docker compose ls), each under its own lock.",
+)
+@click.option(
+    "--filter",
+    "name_filter",
+    metavar="GLOB",
+    help="With --all: only projects whose name matches GLOB (e.g. 'media-*').",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Say so when there is nothing to update.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
 @click.option("--allow-unprotected", is_flag=True, help="Upgrade even with unprotected volumes.")
 @click.pass_context
-def update(ctx: click.Context, services: tuple[str, ...], allow_unprotected: bool) -> None:
-    from composeguard.transaction import UpRequest, guarded_up
+def update(
+    ctx: click.Context,
+    services: tuple[str, ...],
+    all_projects: bool,
+    name_filter: str | None,
+    verbose: bool,
+    as_json: bool,
+    allow_unprotected: bool,
+) -> None:
+    from composeguard.update import update_command
 
-    req = UpRequest(
-        global_args=_globals(ctx),
-        up_args=["--detach", *services],
-        services=list(services),
-        pull=True,
-        allow_unprotected=allow_unprotected,
-        command="update",
+    code = update_command(
+        _globals(ctx), list(services), all_projects, verbose, as_json, allow_unprotected, name_filter
     )
-    ctx.exit(guarded_up(req, _reporter()))
+    ctx.exit(code)
 
 
-@main.command(
-    help="Show what `up`/`update` would do: changes, rollback unit, datasets. Changes nothing."
-)
+@main.command(help="Show what `up`/`update` would do: changes, rollback unit, datasets. Changes nothing.")
 @click.argument("services", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context

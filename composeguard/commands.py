@@ -120,8 +120,7 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
             journals = [j for j in journals if j.id == txn]
             if not journals:
                 raise ConfigError(
-                    f"no committed transaction {txn} in project {project.name} "
-                    f"(see `composeguard history`)"
+                    f"no committed transaction {txn} in project {project.name} (see `composeguard history`)"
                 )
         if not journals:
             raise ConfigError(f"project {project.name} has no committed transaction to roll back")

@@ -48,8 +48,9 @@ class CommandError(GuardError):
         last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
         super().__init__(
             message
-            or f"{args[0]} {args[1] if len(args) > 1 else ''} failed "
-            f"(exit {returncode}): {last}".replace("  ", " ")
+            or f"{args[0]} {args[1] if len(args) > 1 else ''} failed (exit {returncode}): {last}".replace(
+                "  ", " "
+            )
         )
 
 

@@ -42,9 +42,7 @@ def run(
     except FileNotFoundError as e:
         raise CommandError(argv, 127, str(e), f"{argv[0]} is not installed") from e
     except subprocess.TimeoutExpired as e:
-        raise CommandError(
-            argv, 124, "", f"{shlex.join(argv[:3])} timed out after {timeout:g}s"
-        ) from e
+        raise CommandError(argv, 124, "", f"{shlex.join(argv[:3])} timed out after {timeout:g}s") from e
     if proc.returncode != 0:
         log.debug("exit %d: %s", proc.returncode, (proc.stderr or "").strip()[-2000:])
         if check:

@@ -61,9 +61,7 @@ class Journal:
     def new(cls, project: str, command: str) -> Journal:
         now = dt.datetime.now(dt.UTC)
         txn = now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
-        return cls(
-            id=txn, project=project, command=command, created=now.replace(microsecond=0).isoformat()
-        )
+        return cls(id=txn, project=project, command=command, created=now.replace(microsecond=0).isoformat())
 
     # -- files -----------------------------------------------------------------------------
     @staticmethod
@@ -136,6 +134,4 @@ def projects_with_journals() -> list[str]:
     root = state_dir() / "projects"
     if not root.is_dir():
         return []
-    return sorted(
-        p.name for p in root.iterdir() if (p / "txns").is_dir() and os.listdir(p / "txns")
-    )
+    return sorted(p.name for p in root.iterdir() if (p / "txns").is_dir() and os.listdir(p / "txns"))

@@ -92,6 +92,13 @@ class PinFile:
             bad.append(BadDigest(digest=bad_digest, reason=reason, date=now_iso(), txn=txn))
         self.pins[service] = Pin(service=service, image=image, since=now_iso(), txn=txn, bad=bad)
 
+    def without(self, services: set[str]) -> PinFile:
+        """A copy (for this run only) with the pins of ``services`` lifted."""
+        copy = PinFile.__new__(PinFile)
+        copy.project, copy.path, copy.applied_path = self.project, self.path, self.applied_path
+        copy.pins = {s: p for s, p in self.pins.items() if s not in services}
+        return copy
+
     def unpin(self, service: str) -> bool:
         return self.pins.pop(service, None) is not None
 

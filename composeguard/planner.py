@@ -137,9 +137,7 @@ def detect_changes(
             if r.repo_digest and new_digest.split("@")[-1] == r.repo_digest.split("@")[-1]:
                 continue
             info = docker.image_info(new_digest)
-            changes[svc] = Change(
-                svc, r.image_id, r.repo_digest, ref, info.id if info else None, new_digest
-            )
+            changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id if info else None, new_digest)
             continue
         info = docker.image_info(ref)
         if info is None or info.id == r.image_id:

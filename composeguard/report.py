@@ -14,9 +14,16 @@ log = logging.getLogger("composeguard")
 
 
 class Reporter:
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
         self.t0 = time.monotonic()
         self.quiet = quiet
+        self.verbose_on = verbose
+
+    def verbose(self, message: str) -> None:
+        """A line shown only with -v (the nightly job is silent when nothing changes)."""
+        log.info(message)
+        if self.verbose_on:
+            print(f"composeguard: {message}", file=sys.stderr, flush=True)
 
     def step(self, message: str) -> None:
         line = f"composeguard [{time.monotonic() - self.t0:6.1f}s] {message}"

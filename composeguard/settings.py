@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+import shlex
+from dataclasses import dataclass, fields
 from typing import Any
 
 from composeguard.errors import ConfigError
@@ -23,11 +24,13 @@ def _host_port(target: str) -> bool:
 
 
 def _number(value: Any, key: str, where: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or value < 0):
-        raise ConfigError(
-            f"x-composeguard.{key} in {where} must be a number of seconds >= 0, not {value!r}"
-        )
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"x-composeguard.{key} in {where} must be a number of seconds >= 0, not {value!r}")
     return float(value)
 
 
@@ -57,8 +60,7 @@ def _unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
     extra = sorted(set(raw) - known)
     if extra:
         raise ConfigError(
-            f"unknown x-composeguard setting {extra[0]!r} in {where} "
-            f"(known: {', '.join(sorted(known))})"
+            f"unknown x-composeguard setting {extra[0]!r} in {where} (known: {', '.join(sorted(known))})"
         )
 
 
@@ -80,25 +82,22 @@ class Probe:
         _unknown(raw, {"http", "tcp", "exec", "status"}, f"the probe of {where}")
         kinds = [k for k in ("http", "tcp", "exec") if k in raw]
         if len(kinds) != 1:
-            raise ConfigError(
-                f"x-composeguard.probe in {where} needs exactly one of http, tcp, exec"
-            )
+            raise ConfigError(f"x-composeguard.probe in {where} needs exactly one of http, tcp, exec")
         kind = kinds[0]
         target = raw[kind]
         if kind == "exec":
             if isinstance(target, str):
                 target = ["sh", "-c", target]  # runs inside the container, as HEALTHCHECK CMD-SHELL
-            if not (
-                isinstance(target, list) and target and all(isinstance(x, str) for x in target)
-            ):
+            if not (isinstance(target, list) and target and all(isinstance(x, str) for x in target)):
                 raise ConfigError(f"x-composeguard.probe.exec in {where} must be a command list")
         elif not isinstance(target, str) or not target:
             raise ConfigError(f"x-composeguard.probe.{kind} in {where} must be a string")
         elif kind == "tcp" and not _host_port(target):
             raise ConfigError(f"x-composeguard.probe.tcp in {where} must be HOST:PORT, not {target!r}")
         elif kind == "http" and not target.startswith(("http://", "https://")):
-            raise ConfigError(f"x-composeguard.probe.http in {where} must be an http:// or https:// URL, "
-                              f"not {target!r}")
+            raise ConfigError(
+                f"x-composeguard.probe.http in {where} must be an http:// or https:// URL, not {target!r}"
+            )
         status = raw.get("status", 200)
         if isinstance(status, bool) or not isinstance(status, int):
             raise ConfigError(f"x-composeguard.probe.status in {where} must be an HTTP status code")
@@ -122,9 +121,7 @@ class ServiceSettings:
             probe=Probe.parse(raw["probe"], where) if "probe" in raw else None,
             timeout=_number(raw["timeout"], "timeout", where) if "timeout" in raw else None,
             settle=_number(raw["settle"], "settle", where) if "settle" in raw else None,
-            quiesce=_choice(raw["quiesce"], "quiesce", where, QUIESCE_MODES)
-            if "quiesce" in raw
-            else None,
+            quiesce=_choice(raw["quiesce"], "quiesce", where, QUIESCE_MODES) if "quiesce" in raw else None,
             unprotected=(
                 _choice(raw["unprotected"], "unprotected", where, UNPROTECTED_MODES)
                 if "unprotected" in raw
@@ -143,12 +140,13 @@ class ProjectSettings:
     retention: int = 3
     min_free: str = "5%"
     btrfs_snapshot_dir: str = ".composeguard-snapshots"
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    hook: tuple[str, ...] = ()  # a command run after every transaction (outcome on stdin)
+    notify: tuple[str, ...] = ()  # Apprise URLs (needs the apprise extra)
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ProjectSettings:
         raw = dict(_mapping(raw, where))
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = {f.name for f in fields(cls)}
         _unknown(raw, known, where)
         env = {
             k: os.environ[f"COMPOSEGUARD_{k.upper()}"]
@@ -156,9 +154,14 @@ class ProjectSettings:
             if f"COMPOSEGUARD_{k.upper()}" in os.environ
         }
         for k, v in env.items():
-            raw[k] = (
-                v if k in ("unprotected", "min_free", "btrfs_snapshot_dir") else _env_value(k, v)
-            )
+            if k == "hook":
+                raw[k] = shlex.split(v)  # a word list, never run through a shell
+            elif k == "notify":
+                raw[k] = v.replace(",", " ").split()
+            elif k in ("unprotected", "min_free", "btrfs_snapshot_dir"):
+                raw[k] = v
+            else:
+                raw[k] = _env_value(k, v)
         out = cls()
         kw: dict[str, Any] = {}
         if "timeout" in raw:
@@ -181,6 +184,14 @@ class ProjectSettings:
             if not isinstance(raw["btrfs_snapshot_dir"], str) or not raw["btrfs_snapshot_dir"]:
                 raise ConfigError(f"x-composeguard.btrfs_snapshot_dir in {where} must be a path")
             kw["btrfs_snapshot_dir"] = raw["btrfs_snapshot_dir"]
+        for key in ("hook", "notify"):
+            if key in raw:
+                v = raw[key]
+                if isinstance(v, str) and key == "notify":
+                    v = [v]
+                if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)):
+                    raise ConfigError(f"x-composeguard.{key} in {where} must be a list of strings")
+                kw[key] = tuple(v)
         return ProjectSettings(**{**{f.name: getattr(out, f.name) for f in fields(out)}, **kw})
 
     def for_service(self, s: ServiceSettings) -> EffectiveSettings:

@@ -125,26 +125,58 @@ def guarded_up(req: UpRequest, rep: Reporter) -> int:
         return _up_locked(project, req, rep)
 
 
-def _pull(project: Project, services: list[str], pin_files: list[str], rep: Reporter) -> None:
+def _pull(
+    project: Project, services: list[str], pin_files: list[str], rep: Reporter, quiet: bool = False
+) -> None:
     if not services:
         return
-    rep.step(f"pulling {', '.join(services)}")
-    proc = docker.compose(project, ["pull", *services], extra_files=pin_files, check=False)
+    if not quiet:
+        rep.step(f"pulling {', '.join(services)}")
+    args = ["pull", "--quiet", *services] if quiet else ["pull", *services]
+    proc = docker.compose(project, args, extra_files=pin_files, check=False, capture=quiet)
     if proc.returncode != 0:
-        raise GuardError(
-            f"docker compose pull failed (exit {proc.returncode}); nothing was changed"
-        )
+        lines = (proc.stderr or "").strip().splitlines() if quiet else []
+        detail = f": {lines[-1]}" if lines else ""
+        raise GuardError(f"docker compose pull failed (exit {proc.returncode}){detail}; nothing was changed")
+
+
+def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) -> set[str]:
+    """``update``: a pinned service is tried again when its tag now points to a digest that
+    is neither running nor known bad. Returns the services whose pin is lifted for this run."""
+    lifted = set()
+    for svc, pin in pins.pins.items():
+        if svc not in running or not project.services.get(svc) or not project.services[svc].image:
+            continue
+        info = docker.image_info(project.services[svc].image or "")
+        if info is None:
+            continue
+        digest = info.digest_for(project.services[svc].image or "") or info.id
+        if any(b.digest in (digest, info.id) for b in pin.bad):
+            log.info("%s: %s failed before; not retried", svc, short(digest))
+            continue
+        if info.id != running[svc].image_id:
+            rep.step(f"{svc}: the registry offers {short(digest)}, not known bad: trying it")
+            lifted.add(svc)
+    return lifted
 
 
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     pins = PinFile(project.name)
-    pin_files = pins.applied_file(set(project.services))
     scope = scope_of(project, req.services, req.no_deps)
     running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]
-    if req.pull:
+    if req.command == "update":
+        opted_in = [s for s in scope if project.settings.for_service(project.services[s].settings).update]
+        scope = [s for s in scope if s in opted_in]
+        running = {s: r for s, r in running.items() if s in opted_in}
+        with_images = [s for s in with_images if s in opted_in]
+        # Pull the compose file's own tags (not the pinned digests) to see what is new.
+        _pull(project, with_images, [], rep, quiet=True)
+        pins = pins.without(_lift_pins(project, pins, running, rep))
+    pin_files = pins.applied_file(set(project.services))
+    if req.pull and req.command != "update":
         _pull(project, with_images, pin_files, rep)
-    else:
+    elif req.command != "update":
         missing = [
             s
             for s in with_images
@@ -153,6 +185,9 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         ]
         _pull(project, missing, pin_files, rep)
     changes = detect_changes(project, pins, running)
+    if not changes and req.command == "update":
+        rep.verbose(f"{project.name}: nothing to update")
+        return 0
     if not changes:
         log.info("no service changes its image: plain docker compose up")
         base = project.compose_args(pin_files) if pin_files else req.global_args
@@ -199,6 +234,24 @@ def run_transaction(
     project: Project, plan: Plan, pins: PinFile, pin_files: list[str], req: UpRequest, rep: Reporter
 ) -> int:
     j = Journal.new(project.name, req.command)
+    try:
+        return _run_transaction(project, plan, pins, pin_files, req, rep, j)
+    finally:
+        if j.outcome:
+            from composeguard.notify import notify
+
+            notify(project.settings, j)
+
+
+def _run_transaction(
+    project: Project,
+    plan: Plan,
+    pins: PinFile,
+    pin_files: list[str],
+    req: UpRequest,
+    rep: Reporter,
+    j: Journal,
+) -> int:
     from composeguard.runlog import attach_run_log
 
     attach_run_log(j.files_dir / "run.log")
@@ -220,8 +273,7 @@ def run_transaction(
     j.step("recorded")
     for c in j.changes.values():
         rep.step(
-            f"{c.service}: {short(c.old_digest or c.old_image_id)} -> "
-            f"{short(c.new_digest or c.new_image_id)}"
+            f"{c.service}: {short(c.old_digest or c.old_image_id)} -> {short(c.new_digest or c.new_image_id)}"
         )
     rep.step(
         f"transaction {j.id}: rollback unit {', '.join(plan.unit)}; "
@@ -269,6 +321,13 @@ def run_transaction(
     if failures:
         roll_back(project, j, "; ".join(failures), rep)
     j.finish(COMMITTED)
+    lifted = [s for s in j.changes if PinFile(project.name).image_for(s)]
+    if lifted:  # an update tried a new digest for a pinned service and it works: unpin
+        on_disk = PinFile(project.name)
+        for s in lifted:
+            on_disk.unpin(s)
+        on_disk.save()
+        rep.step(f"unpinned {', '.join(lifted)}: the new digest passed its probe")
     rep.step(
         f"committed {j.id}: {', '.join(j.changes)} upgraded; snapshots kept "
         f"(retention: last {project.settings.retention})"
@@ -292,9 +351,7 @@ def _quiesce(
             to_pause.append(s)
     j.stopped, j.paused = to_stop, to_pause
     j.step("quiescing")
-    rep.step(
-        f"stopping {', '.join(to_stop)}" + (f"; pausing {', '.join(to_pause)}" if to_pause else "")
-    )
+    rep.step(f"stopping {', '.join(to_stop)}" + (f"; pausing {', '.join(to_pause)}" if to_pause else ""))
     docker.compose(project, ["stop", *to_stop], extra_files=pin_files, capture=True)
     if to_pause:
         docker.compose(project, ["pause", *to_pause], extra_files=pin_files, capture=True)
@@ -317,19 +374,13 @@ def _abort(
         backend(snap.dataset.backend).destroy(snap.name)
     j.snapshots = []
     if j.paused:
-        docker.compose(
-            project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True
-        )
+        docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
     if j.stopped:
-        docker.compose(
-            project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True
-        )
+        docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
     j.finish(ABORTED, reason)
     if isinstance(e, KeyboardInterrupt):
         raise e
-    raise GuardError(
-        f"{reason}; the stopped services were started again, nothing was changed"
-    ) from e
+    raise GuardError(f"{reason}; the stopped services were started again, nothing was changed") from e
 
 
 def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
@@ -395,8 +446,7 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
         bad = [r for r in results if not r.ok]
         if bad:
             raise GuardError(
-                "the old version is not healthy either: "
-                + "; ".join(f"{r.service}: {r.detail}" for r in bad)
+                "the old version is not healthy either: " + "; ".join(f"{r.service}: {r.detail}" for r in bad)
             )
     except BaseException as e:  # noqa: BLE001
         phase = j.phase

@@ -102,6 +102,8 @@ gd_start_registry() {
 version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true   # one line per blob request, written through 9p: slow and useless here
 storage:
   filesystem:
     rootdirectory: $CGX/registry

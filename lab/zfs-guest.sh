@@ -238,8 +238,14 @@ case "$LABDIR/" in
     *) RWDIRS+=(--rwdir "$LABDIR") ;;
 esac
 
+# --docker boots with apparmor=0: the Debian kernel enables AppArmor, so dockerd would try to load
+#   its docker-default profile for every container, and the host has no apparmor_parser (no
+#   apparmor package), so every `docker run`/`compose up` failed with "AppArmor enabled on system
+#   but the docker-default profile could not be loaded". The host's own kernel has no AppArmor.
+APPEND=()
+[ "$DOCKER" = 1 ] && APPEND=(--append apparmor=0)
 VNG=(vng --run "$KERNEL" --disable-kvm --force-9p --disable-microvm
-     --memory 3G --cpus 2 "${RWDIRS[@]}" --cwd "$ROOT"
+     --memory 3G --cpus 2 "${RWDIRS[@]}" --cwd "$ROOT" "${APPEND[@]}"
      --exec "bash $(printf '%q' "$LABDIR/guest-init.sh")")
 
 log "booting $KERNEL (TCG, timeout ${TIMEOUT}s) to run: $(printf '%q ' "$@")"

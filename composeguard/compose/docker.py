@@ -163,9 +163,7 @@ def compose(
 
 def save_logs(container_id: str, path: str) -> None:
     try:
-        proc = execute.run(
-            [docker_binary(), "logs", "--timestamps", container_id], check=False, timeout=60
-        )
+        proc = execute.run([docker_binary(), "logs", "--timestamps", container_id], check=False, timeout=60)
         with open(path, "w", encoding="utf-8") as f:
             f.write(proc.stdout or "")
             f.write(proc.stderr or "")

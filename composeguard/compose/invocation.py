@@ -68,9 +68,7 @@ class Invocation:
         base = Path(cwd or os.getcwd())
         if self.files:
             if "-" in self.files:
-                raise ConfigError(
-                    "a compose file on stdin (-f -) cannot be guarded; write it to a file"
-                )
+                raise ConfigError("a compose file on stdin (-f -) cannot be guarded; write it to a file")
             return [str((base / f).absolute()) for f in self.files]
         env_files = os.environ.get("COMPOSE_FILE")
         if env_files:
@@ -81,15 +79,12 @@ class Invocation:
             for name in DEFAULT_FILE_NAMES:
                 if (d / name).is_file():
                     found = [str(d / name)]
-                    override = next(
-                        (d / o for o in DEFAULT_OVERRIDE_NAMES if (d / o).is_file()), None
-                    )
+                    override = next((d / o for o in DEFAULT_OVERRIDE_NAMES if (d / o).is_file()), None)
                     if override:
                         found.append(str(override))
                     return found
         raise ConfigError(
-            f"no compose file found in {start} or its parents "
-            f"(looked for {', '.join(DEFAULT_FILE_NAMES)})"
+            f"no compose file found in {start} or its parents (looked for {', '.join(DEFAULT_FILE_NAMES)})"
         )
 
     def with_files(self, files: list[str], project_name: str) -> list[str]:

@@ -61,9 +61,7 @@ class Backend(Protocol):
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         """Raise StorageError when a pool is too full to snapshot safely."""
 
-    def snapshot(
-        self, datasets: list[Dataset], tags: SnapshotTags, on_each: Any = None
-    ) -> list[Snapshot]:
+    def snapshot(self, datasets: list[Dataset], tags: SnapshotTags, on_each: Any = None) -> list[Snapshot]:
         """Snapshot ``datasets`` (atomically per pool where the storage can)."""
 
     def restore(self, snapshot: Snapshot, txn: str) -> str:

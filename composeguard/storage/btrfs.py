@@ -79,9 +79,7 @@ class BtrfsBackend:
             )
         nested = execute.run(["btrfs", "subvolume", "list", "-o", str(p)]).stdout.strip()
         if nested:
-            raise Unprotected(
-                f"the subvolume {p} has nested subvolumes, which a snapshot would miss"
-            )
+            raise Unprotected(f"the subvolume {p} has nested subvolumes, which a snapshot would miss")
         return Dataset(backend=self.kind, name=str(p), pool=m.source, mountpoint=m.mountpoint)
 
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
@@ -135,9 +133,7 @@ class BtrfsBackend:
             existing = existing.parent
         m = mount_for(os.path.realpath(existing), self.mounts)
         if m is None or m.source != d.pool or m.fstype != "btrfs":
-            raise StorageError(
-                f"the snapshot folder {tdir} is not on the same Btrfs filesystem as {d.name}"
-            )
+            raise StorageError(f"the snapshot folder {tdir} is not on the same Btrfs filesystem as {d.name}")
 
     @staticmethod
     def _write_tags(tdir: Path, tags: SnapshotTags) -> None:
@@ -175,9 +171,7 @@ class BtrfsBackend:
         try:
             execute.run(["btrfs", "subvolume", "snapshot", snapshot.name, str(staging)])
         except CommandError as e:
-            raise StorageError(
-                f"cannot copy the snapshot {snapshot.name}: {_last_line(e.stderr)}"
-            ) from e
+            raise StorageError(f"cannot copy the snapshot {snapshot.name}: {_last_line(e.stderr)}") from e
         if live.exists():
             _renameat2_exchange(str(staging), str(live))
             self._keep_failed(staging, failed)

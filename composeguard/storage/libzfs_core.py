@@ -42,13 +42,15 @@ class ZfsUnavailable(StorageError):
 class ZfsError(StorageError):
     """A libzfs_core call failed. ``errors`` maps each failing name to its errno."""
 
-    def __init__(self, call: str, err: int, errors: dict[str, int] | None = None,
-                 subject: str = "") -> None:
+    def __init__(self, call: str, err: int, errors: dict[str, int] | None = None, subject: str = "") -> None:
         self.call = call
         self.errno = err
         self.errors = dict(errors or {})
-        detail = ", ".join(f"{n}: {errno.errorcode.get(e, e)} ({os.strerror(e)})"
-                           for n, e in self.errors.items() if n != N_MORE_ERRORS)
+        detail = ", ".join(
+            f"{n}: {errno.errorcode.get(e, e)} ({os.strerror(e)})"
+            for n, e in self.errors.items()
+            if n != N_MORE_ERRORS
+        )
         if not detail:
             prefix = f"{subject}: " if subject else ""
             detail = f"{prefix}{errno.errorcode.get(err, err)} ({os.strerror(err)})"
@@ -159,8 +161,9 @@ class LibZfsCore:
         try:
             rc = self.lzc.lzc_snapshot(snaps, p, byref(errs))
             if rc != 0:
-                raise ZfsError("lzc_snapshot", rc, self.read_errlist(errs),
-                               subject=names[0] if len(names) == 1 else "")
+                raise ZfsError(
+                    "lzc_snapshot", rc, self.read_errlist(errs), subject=names[0] if len(names) == 1 else ""
+                )
         finally:
             self.nv.nvlist_free(snaps)
             if p:
@@ -173,8 +176,9 @@ class LibZfsCore:
         if not names:
             return
         log.debug("lzc_destroy_snaps(%s, defer=%s)", names, defer)
-        self._batch("lzc_destroy_snaps", self.lzc.lzc_destroy_snaps,
-                    [self._booleans(names)], 1 if defer else 0)
+        self._batch(
+            "lzc_destroy_snaps", self.lzc.lzc_destroy_snaps, [self._booleans(names)], 1 if defer else 0
+        )
 
     def hold(self, holds: dict[str, str]) -> None:
         """Persistent user holds ``{snapshot: tag}`` (one pool)."""

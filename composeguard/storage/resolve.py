@@ -53,9 +53,7 @@ class StorageMapper:
             if kind == "btrfs":
                 from composeguard.storage.btrfs import BtrfsBackend
 
-                self._backends[kind] = BtrfsBackend(
-                    self.mounts, self.project.settings.btrfs_snapshot_dir
-                )
+                self._backends[kind] = BtrfsBackend(self.mounts, self.project.settings.btrfs_snapshot_dir)
             elif kind == "zfs":
                 from composeguard.storage.zfs import ZfsBackend
 

@@ -98,16 +98,16 @@ class ZfsBackend:
         if m is None or m.fstype != "zfs" or "@" in m.source:
             raise Unprotected(f"{path} is not on a ZFS dataset")
         name = m.source
-        children = execute.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume",
-                                "-d", "1", name], check=False)
+        children = execute.run(
+            ["zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-d", "1", name], check=False
+        )
         if children.returncode != 0:
-            raise Unprotected(f"the ZFS dataset {name} cannot be listed: "
-                              f"{_last_line(children.stderr)}")
+            raise Unprotected(f"the ZFS dataset {name} cannot be listed: {_last_line(children.stderr)}")
         if len([c for c in children.stdout.splitlines() if c and c != name]):
-            raise Unprotected(f"the ZFS dataset {name} has child datasets; give the service "
-                              f"a dataset without children")
-        return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0],
-                       mountpoint=m.mountpoint)
+            raise Unprotected(
+                f"the ZFS dataset {name} has child datasets; give the service a dataset without children"
+            )
+        return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0], mountpoint=m.mountpoint)
 
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         kind, amount = parse_size_or_percent(min_free)
@@ -116,8 +116,10 @@ class ZfsBackend:
             used = int(get(pool, "used"))
             need = (avail + used) * amount / 100 if kind == "percent" else amount
             if avail < need:
-                raise StorageError(f"the ZFS pool {pool} has only {avail >> 20} MiB available "
-                                   f"(composeguard wants {min_free} free before snapshotting)")
+                raise StorageError(
+                    f"the ZFS pool {pool} has only {avail >> 20} MiB available "
+                    f"(composeguard wants {min_free} free before snapshotting)"
+                )
 
     # -- snapshot --------------------------------------------------------------------------
     def snapshot(self, datasets: list[Dataset], tags: SnapshotTags, on_each=None) -> list[Snapshot]:
@@ -180,8 +182,9 @@ class ZfsBackend:
             if not exists(staging):
                 if not exists(pre):
                     raise StorageError(f"the pre-upgrade snapshot {pre} no longer exists")
-                opts = [a for k, v in sorted(local.items()) if k not in NOT_COPIED
-                        for a in ("-o", f"{k}={v}")]
+                opts = [
+                    a for k, v in sorted(local.items()) if k not in NOT_COPIED for a in ("-o", f"{k}={v}")
+                ]
                 zfs("clone", "-o", "canmount=noauto", *opts, pre, staging)
             if get(staging, "origin") == pre:
                 zfs("promote", staging)
@@ -194,8 +197,11 @@ class ZfsBackend:
             zfs("rename", staging, live)
         # canmount cannot be inherited: put back the local value, or the default "on".
         zfs("set", f"canmount={local.get('canmount', 'on')}", live)
-        if (get(live, "mounted") != "yes" and get(live, "canmount") != "off"
-                and get(live, "mountpoint") not in ("none", "legacy")):
+        if (
+            get(live, "mounted") != "yes"
+            and get(live, "canmount") != "off"
+            and get(live, "mountpoint") not in ("none", "legacy")
+        ):
             zfs("mount", live)
         if exists(failed) and get(failed, "readonly") != "on":
             zfs("set", "readonly=on", failed)

@@ -1,0 +1,108 @@
+"""``composeguard update``: the nightly job. One project, or every project on the host."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import click
+
+from composeguard import execute
+from composeguard.entry import docker_binary
+from composeguard.errors import ExitCode, GuardError
+from composeguard.report import Reporter
+
+log = logging.getLogger("composeguard.update")
+
+# Worst first: what `update --all` reports when projects end differently.
+SEVERITY = [
+    ExitCode.ROLLBACK_FAILED,
+    ExitCode.ROLLED_BACK,
+    ExitCode.ERROR,
+    ExitCode.LOCKED,
+    ExitCode.USAGE,
+    ExitCode.OK,
+]
+
+
+@dataclass
+class ProjectResult:
+    project: str
+    exit_code: int
+    message: str = ""
+
+
+def worst(codes: list[int]) -> int:
+    for c in SEVERITY:
+        if c in codes:
+            return int(c)
+    return max(codes) if codes else 0
+
+
+def host_projects() -> list[tuple[str, list[str]]]:
+    """(name, config files) of every compose project Docker knows, running or stopped."""
+    proc = execute.run([docker_binary(), "compose", "ls", "--all", "--format", "json"])
+    out = []
+    for p in json.loads(proc.stdout or "[]"):
+        files = [f for f in (p.get("ConfigFiles") or "").split(",") if f]
+        if files:
+            out.append((p["Name"], files))
+    return out
+
+
+def update_one(
+    global_args: list[str], services: list[str], allow_unprotected: bool, rep: Reporter, name: str = ""
+) -> ProjectResult:
+    from composeguard.transaction import ExecInstead, UpRequest, guarded_up
+
+    req = UpRequest(
+        global_args=global_args,
+        up_args=["--detach", *services],
+        services=list(services),
+        pull=True,
+        allow_unprotected=allow_unprotected,
+        command="update",
+    )
+    try:
+        return ProjectResult(name, guarded_up(req, rep))
+    except ExecInstead:  # pragma: no cover - update never hands over to a plain up
+        return ProjectResult(name, 0)
+    except GuardError as e:
+        return ProjectResult(name, int(e.exit_code), str(e))
+
+
+def update_command(
+    global_args: list[str],
+    services: list[str],
+    all_projects: bool,
+    verbose: bool,
+    as_json: bool,
+    allow_unprotected: bool,
+    name_filter: str | None = None,
+) -> int:
+    rep = Reporter(quiet=as_json, verbose=verbose)
+    if not all_projects:
+        r = update_one(global_args, services, allow_unprotected, rep)
+        if r.message and not as_json:
+            click.echo(f"composeguard: {r.message}", err=True)
+        if as_json:
+            click.echo(json.dumps([asdict(r)], indent=2))
+        return r.exit_code
+    if services or global_args:
+        raise GuardError("update --all takes no services and no compose options", exit_code=ExitCode.USAGE)
+    results: list[ProjectResult] = []
+    for name, files in host_projects():
+        if name_filter and not fnmatch.fnmatchcase(name, name_filter):
+            continue
+        args = ["-p", name, *[a for f in files for a in ("-f", f)]]
+        r = update_one(args, [], allow_unprotected, rep, name)
+        results.append(r)
+        if r.message and not as_json:
+            click.echo(f"composeguard: {name}: {r.message}", err=True)
+    if as_json:
+        doc: list[dict[str, Any]] = [asdict(r) for r in results]
+        click.echo(json.dumps(doc, indent=2))
+    return worst([r.exit_code for r in results])
