@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from composeguard.errors import LockedError
+from composeguard.faults import pause_point
 from composeguard.state import project_dir
 
 
@@ -30,6 +31,7 @@ def project_lock(project: str) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        pause_point("locked")
         yield
     finally:
         os.close(fd)

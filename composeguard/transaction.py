@@ -17,6 +17,7 @@ from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
 from composeguard.entry import docker_binary
 from composeguard.errors import ConfigError, GuardError, RollbackFailed, RolledBack, StorageError
+from composeguard.faults import pause_point
 from composeguard.journal import (
     ABORTED,
     COMMITTED,
@@ -285,6 +286,7 @@ def _run_transaction(
     # -- quiesce and snapshot: a failure here undoes the quiesce; nothing else changed --
     try:
         _quiesce(project, plan, pins, pin_files, j, rep)
+        pause_point("stopped")
         tags = SnapshotTags(
             txn=j.id,
             project=project.name,
@@ -298,6 +300,8 @@ def _run_transaction(
             def saved(snap: Snapshot) -> None:
                 j.snapshots.append(snap.to_json())
                 j.save()
+                if len(j.snapshots) == 1 and len(datasets) > 1:
+                    pause_point("between-snapshots")
 
             backend(kind).snapshot(group, tags, on_each=saved)
         j.step("snapshotted")
@@ -308,12 +312,15 @@ def _run_transaction(
     # -- start and probe: a failure from here on rolls back --
     failures: list[str] = []
     try:
+        pause_point("snapshotted")
         j.step("starting")
+        pause_point("starting")
         rep.step("starting the new version: docker compose up " + " ".join(j.up_args))
         proc = docker.compose(project, ["up", *j.up_args], extra_files=pin_files, check=False)
         if proc.returncode != 0:
             failures.append(f"docker compose up exited with {proc.returncode}")
         j.step("probing")
+        pause_point("probing")
         results = _probe(project, list(j.changes), rep)
         failures += [f"{r.service}: {r.detail}" for r in results if not r.ok]
     except BaseException as e:  # noqa: BLE001
@@ -417,10 +424,13 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             capture=True,
         )
         j.step("restoring")
+        pause_point("restoring")
         failed_states = []
         for s in j.snapshots:
             snap = Snapshot.from_json(s)
             failed_states.append(backend(snap.dataset.backend).restore(snap, j.id))
+            if len(failed_states) == 1 and len(j.snapshots) > 1:
+                pause_point("restored-one")
         j.failed_states = failed_states
         j.step("restored")
         rep.step(
@@ -431,6 +441,7 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             pins.pin(s, c.old_ref, j.id, c.new_digest or c.new_image_id, reason)
         pins.save()
         j.step("pinned")
+        pause_point("pinned")
         pin_files = pins.applied_file(set(project.services))
         rep.step(
             f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "

@@ -72,7 +72,7 @@ gd_start_dockerd() {
     #   Every layer and container is a full copy, fine with the ~2 MB lab images.
     # The default bridge stays on: compose puts services on a user-defined bridge, and its
     # embedded DNS (service names) relies on iptables rules inside each container's netns.
-    gd_log "starting dockerd $* (data root $data_root, log $LABDIR/dockerd.log)"
+    gd_log "starting dockerd${*:+ $*} (data root $data_root, log $LABDIR/dockerd.log)"
     dockerd --config-file "$CGX/daemon.json" \
         --data-root "$data_root" --exec-root "$CGX" --pidfile "$CGX/dockerd.pid" \
         -H "unix://$CGX_SOCK" --storage-driver vfs "$@" \
@@ -174,7 +174,7 @@ guest_docker_up() {
 
 guest_docker_down() {
     # Runs from the EXIT trap before the pool is destroyed: nothing here may abort the trap.
-    local ids mnt fstype leftovers
+    local ids mnt fstype leftovers start=$SECONDS
     if [ -n "$CGX_DOCKERD_PID" ] && gd_alive "$CGX_DOCKERD_PID"; then
         # Containers left by a failed test: remove them while dockerd can still tidy their
         # mounts and network namespaces.
@@ -208,4 +208,5 @@ guest_docker_down() {
                  for (i = 7; $i != "-"; i++) ; fstype = $(i + 1)
                  if (fstype != "zfs" && index($5 "/", root "/") == 1) print length($5), $5, fstype
              }' /proc/self/mountinfo | sort -rn | cut -d' ' -f2-)
+    gd_log "docker lab stopped in $((SECONDS - start))s"
 }

@@ -15,3 +15,14 @@ def lab_project(tmp_path: Path) -> Iterator[LabProject]:
         yield p
     finally:
         p.destroy()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    from tests.lab import test_kill_recovery as k
+
+    if k.KILL_RESULTS:
+        tr = terminalreporter
+        tr.write_sep("-", "kill at every step: final state")
+        tr.write_line(f"{'step':<18} {'then':<9} {'final state':<12} data check")
+        for point, then, state, data in k.KILL_RESULTS:
+            tr.write_line(f"{point:<18} {then:<9} {state:<12} {data}")

@@ -1,0 +1,33 @@
+"""Named pause points for the fault-injection tests.
+
+With ``COMPOSEGUARD_TEST_PAUSE_AT=<point>`` a guarded run stops at that point of the
+transaction, writes its pid to ``COMPOSEGUARD_TEST_PAUSE_FILE`` and waits, so that a test can
+SIGKILL the real process exactly there. Without the variable this is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+POINTS = (
+    "locked",  # the project lock is held, nothing else happened
+    "stopped",  # the changing services are stopped, no snapshot yet
+    "between-snapshots",  # the first dataset is snapshotted, the others not yet
+    "snapshotted",  # every dataset is snapshotted
+    "starting",  # `docker compose up` of the new version is about to run
+    "probing",  # the new version runs and is being probed
+    "restoring",  # rollback: the unit is stopped, the data not yet restored
+    "restored-one",  # rollback: the first dataset is restored, the others not yet
+    "pinned",  # rollback: the pins are written, the old version not yet started
+)
+
+
+def pause_point(name: str) -> None:
+    if os.environ.get("COMPOSEGUARD_TEST_PAUSE_AT") != name:
+        return
+    marker = os.environ.get("COMPOSEGUARD_TEST_PAUSE_FILE")
+    if marker:
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
+    time.sleep(float(os.environ.get("COMPOSEGUARD_TEST_PAUSE_SECONDS", "600")))

@@ -1,0 +1,96 @@
+"""SIGKILL composeguard at every step of a failing upgrade, then recover: the project must end
+on the old version with the old data (or committed on the new one), never a mix, with no
+snapshot lost. The pause points are composeguard's own test hook (COMPOSEGUARD_TEST_PAUSE_AT);
+the kill is a real SIGKILL of the real process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from composeguard.faults import POINTS
+from tests.lab.labproject import LabProject, composeguard_bin, tree
+
+pytestmark = pytest.mark.lab
+
+FAST = {"timeout": 60, "settle": 3}
+KILL_RESULTS: list[tuple[str, str, str, str]] = []  # printed by conftest's terminal summary
+
+
+def two_service_project(p: LabProject) -> tuple[Path, Path, str, str]:
+    v1_app = p.push("lab/app:v1", "app")
+    v1_db = p.push("lab/app:v1", "db")
+    app_vol = p.subvolume("app", {"cache.txt": "app cache\n"})
+    db_vol = p.subvolume("db", {"db.txt": "precious rows\n"})
+    p.write_compose({
+        "x-composeguard": FAST,
+        "services": {
+            "db": {"image": f"{p.repo}/db:latest", "volumes": [f"{db_vol}:/data"]},
+            "app": {"image": f"{p.repo}/app:latest", "volumes": [f"{app_vol}:/data"],
+                    "depends_on": ["db"],
+                    "environment": {"MIGRATE_URL": "http://db:8080/cgi-bin/migrate"}},
+        },
+    })
+    assert p.cg("up", "-d", "--wait").returncode == 0
+    return app_vol, db_vol, v1_app, v1_db
+
+
+def kill_at(p: LabProject, point: str, tmp: Path) -> None:
+    marker = tmp / f"paused-{point}"
+    env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"composeguard ended before {point}: {proc.stderr.read()}")
+        assert time.time() < deadline, f"composeguard never reached {point}"
+        time.sleep(0.1)
+    pid = int(marker.read_text())
+    assert pid == proc.pid
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("then", ["recover", "up-again"])
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str, then: str) -> None:
+    p = lab_project
+    app_vol, db_vol, v1_app, v1_db = two_service_project(p)
+    before = {"app": tree(app_vol), "db": tree(db_vol)}
+    p.push("lab/app:v2", "app")  # migrates app's and db's data, then fails its healthcheck
+
+    kill_at(p, point, tmp_path)
+
+    journals = p.history()
+    if then == "up-again" and journals:
+        r = p.cg("up", "-d")
+        assert r.returncode == 1, r.stderr
+        assert journals[-1]["id"] in r.stderr and "composeguard recover" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    r = p.cg("recover")
+    assert r.returncode == 0, r.stderr
+    if then == "up-again" and not journals:
+        r = p.cg("up", "-d")  # killed before any journal: the next up simply runs
+        assert r.returncode == 3, r.stderr
+
+    hist = p.history()
+    assert all(j["outcome"] for j in hist), "no unfinished transaction is left"
+    app_digests, db_digests = p.running_digests("app"), p.running_digests("db")
+    committed = bool(hist) and hist[-1]["outcome"] == "committed"
+    assert not committed, "the bad v2 can never be committed"
+    state = "old version"
+    assert v1_app in app_digests and v1_db in db_digests, f"{point}: not the old version"
+    for svc in ("app", "db"):
+        assert p.container(svc)["State"]["Status"] == "running", f"{svc} is not running"
+    data_ok = tree(app_vol) == before["app"] and tree(db_vol) == before["db"]
+    lost = [s["name"] for j in hist for s in j["snapshots"]
+            if j["outcome"] == "rolled-back" and not Path(s["name"]).exists()]
+    KILL_RESULTS.append((point, then, state, "data identical" if data_ok else "DATA DIFFERS"))
+    assert data_ok, f"{point}/{then}: the data differs from before the upgrade"
+    assert lost == [], f"snapshots lost: {lost}"
