@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from composeguard import execute
-from composeguard.compose.docker import inspect_container
+from composeguard.compose.docker import DaemonUnreachable, inspect_container, wait_for_daemon
 from composeguard.entry import docker_binary
 from composeguard.settings import EffectiveSettings, Probe
 
@@ -55,7 +55,14 @@ def wait_ready(
     """Watch one container until it is healthy (or stable) or fails. (ok, detail)."""
     first_restarts: int | None = None
     while True:
-        info = inspect_container(container_id)
+        try:
+            info = inspect_container(container_id)
+        except DaemonUnreachable:
+            # dockerd is restarting: wait for it within the probe's own deadline
+            if now() >= deadline or not wait_for_daemon(max(deadline - now(), 1.0)):
+                return False, "dockerd did not answer"
+            first_restarts = None  # a daemon restart restarts containers: count afresh
+            continue
         if not info:
             return False, "the container disappeared"
         state = info.get("State") or {}

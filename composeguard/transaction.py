@@ -391,6 +391,8 @@ def _abort(
 
 
 def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
+    if not docker.wait_for_daemon(max(project.settings.timeout, 60)):
+        return [ProbeResult(s, False, "dockerd does not answer", 0.0) for s in services]
     containers = [c for c in docker.project_containers(project.name) if c.service in services]
     targets = [
         (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
@@ -413,6 +415,8 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
     backend = _backends(project)
     pins = PinFile(project.name)
     try:
+        if not docker.wait_for_daemon(120):
+            raise GuardError("dockerd does not answer")
         for c in docker.project_containers(project.name):
             if c.service in j.changes:
                 docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))

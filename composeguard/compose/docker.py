@@ -7,6 +7,7 @@ level as the equivalent command line.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from dataclasses import dataclass
 from functools import cache
@@ -126,15 +127,43 @@ def project_containers(project: str) -> list[RunningContainer]:
     return [c for c in out if not c.oneoff and c.service]
 
 
+class DaemonUnreachable(GuardError):
+    """dockerd does not answer (restarting, stopped)."""
+
+
+def daemon_unreachable(stderr: str) -> bool:
+    s = (stderr or "").lower()
+    return "cannot connect to the docker daemon" in s or "is the docker daemon running" in s
+
+
 def inspect_container(container_id: str) -> dict[str, Any]:
-    """The raw ``docker inspect`` of one container (fresh every call; used by the probes)."""
+    """The raw ``docker inspect`` of one container (fresh every call; used by the probes).
+    {} when the container does not exist; DaemonUnreachable when dockerd does not answer."""
     import json
 
     proc = execute.run([docker_binary(), "container", "inspect", container_id], check=False)
     if proc.returncode != 0:
+        if daemon_unreachable(proc.stderr):
+            raise DaemonUnreachable("dockerd does not answer")
         return {}
     data = json.loads(proc.stdout or "[]")
     return data[0] if data else {}
+
+
+def wait_for_daemon(timeout: float) -> bool:
+    """Wait until dockerd answers (after a restart); False when it did not within ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = execute.run(
+            [docker_binary(), "version", "--format", "{{.Server.Version}}"], check=False, timeout=30
+        )
+        if proc.returncode == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
 
 
 def volume_info(name: str) -> dict[str, Any] | None:
@@ -164,7 +193,8 @@ def compose(
 def save_logs(container_id: str, path: str) -> None:
     try:
         proc = execute.run([docker_binary(), "logs", "--timestamps", container_id], check=False, timeout=60)
-        with open(path, "w", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(proc.stdout or "")
             f.write(proc.stderr or "")
     except (CommandError, OSError) as e:
