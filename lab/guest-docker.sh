@@ -30,6 +30,8 @@ fi
 CGX=/run/cgx
 CGX_SOCK=$CGX/docker.sock
 CGX_REGISTRY=127.0.0.1:5000
+CGX_CONTAINERD_SOCK=$CGX/containerd/containerd.sock
+CGX_CONTAINERD_PID=
 CGX_DOCKERD_PID=
 CGX_REGISTRY_PID=
 
@@ -61,7 +63,44 @@ gd_stop() {
 
 gd_docker() { docker -H "unix://$CGX_SOCK" "$@"; }
 
-# Start dockerd with the extra arguments given; 0 once `docker info` answers, 1 if dockerd died.
+# containerd runs on its own, not as dockerd's child: dockerd 20.10 gives the containerd it
+# spawns a hard-coded 15 s to come up and then exits with "failed to start containerd: timeout
+# waiting for containerd to start". Under TCG on a busy host that happened (load average ~50),
+# so this starts containerd itself with a generous wait and hands dockerd its socket.
+gd_start_containerd() {
+    local data_root=$1 i
+    mkdir -p "$CGX/containerd"
+    # Like the config dockerd writes for the containerd it manages: state on /run, root next
+    # to docker's. No CRI; no snapshotters that probe modules or filesystems (docker 20.10 keeps
+    # images in its own graph driver, so containerd's snapshotters are unused anyway).
+    cat >"$CGX/containerd.toml" <<EOF
+version = 2
+root = "$data_root/containerd"
+state = "$CGX/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs"]
+[grpc]
+  address = "$CGX_CONTAINERD_SOCK"
+EOF
+    gd_log "starting containerd (log $LABDIR/containerd.log)"
+    containerd --config "$CGX/containerd.toml" >"$LABDIR/containerd.log" 2>&1 </dev/null &
+    CGX_CONTAINERD_PID=$!
+    for ((i = 0; i < 360; i++)); do
+        gd_alive "$CGX_CONTAINERD_PID" || break
+        if [ -S "$CGX_CONTAINERD_SOCK" ] \
+            && timeout 30 ctr --address "$CGX_CONTAINERD_SOCK" version >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.5
+    done
+    tail -n 30 "$LABDIR/containerd.log" >&2 || true
+    gd_log "containerd did not start"
+    return 1
+}
+
+# Start dockerd with the extra arguments given; 0 once `docker info` answers, 1 if dockerd died
+# or did not answer in time (then it is stopped).
 gd_start_dockerd() {
     local data_root=$1 i
     shift
@@ -70,15 +109,17 @@ gd_start_dockerd() {
     # --storage-driver vfs: plain directories, no overlayfs on ZFS 2.1 (unsupported) and no zfs
     #   driver (it would create a dataset per layer in the pool the tests snapshot and list).
     #   Every layer and container is a full copy, fine with the ~2 MB lab images.
-    # The default bridge stays on: compose puts services on a user-defined bridge, and its
-    # embedded DNS (service names) relies on iptables rules inside each container's netns.
+    # Bridge networking and iptables stay on, as on a real host: iptables (nft backend) and the
+    # bridge/netfilter modules work in the guest. Compose puts services on a user-defined bridge
+    # whose embedded DNS answers service names; that was also checked to keep working with
+    # --iptables=false (the fallback below), which only drops docker's NAT/filter rules.
     gd_log "starting dockerd${*:+ $*} (data root $data_root, log $LABDIR/dockerd.log)"
     dockerd --config-file "$CGX/daemon.json" \
         --data-root "$data_root" --exec-root "$CGX" --pidfile "$CGX/dockerd.pid" \
-        -H "unix://$CGX_SOCK" --storage-driver vfs "$@" \
+        -H "unix://$CGX_SOCK" --containerd "$CGX_CONTAINERD_SOCK" --storage-driver vfs "$@" \
         >"$LABDIR/dockerd.log" 2>&1 </dev/null &
     CGX_DOCKERD_PID=$!
-    # TCG is slow, and dockerd starts containerd first: allow three minutes.
+    # TCG is slow (and slower still on a busy host): allow three minutes.
     for ((i = 0; i < 360; i++)); do
         if ! gd_alive "$CGX_DOCKERD_PID"; then
             wait "$CGX_DOCKERD_PID" 2>/dev/null || true
@@ -88,8 +129,10 @@ gd_start_dockerd() {
         gd_docker info >/dev/null 2>&1 && return 0
         sleep 0.5
     done
-    gd_log "dockerd did not answer within 180s; last log lines:"
-    tail -n 30 "$LABDIR/dockerd.log" >&2 || true
+    # Stop it, so that a retry does not race a second dockerd against this one.
+    gd_log "dockerd did not answer within 180s; stopping it"
+    gd_stop "$CGX_DOCKERD_PID" 30 dockerd
+    CGX_DOCKERD_PID=
     return 1
 }
 
@@ -139,13 +182,16 @@ guest_docker_up() {
     modprobe -a bridge br_netfilter veth nf_tables nft_compat nft_chain_nat xt_MASQUERADE \
         xt_addrtype xt_conntrack 2>/dev/null || gd_log "some netfilter/bridge modules did not load"
 
+    gd_start_containerd "$data_root" || return 1
     if [ "${COMPOSEGUARD_GUEST_IPTABLES:-1}" = 0 ]; then
-        gd_start_dockerd "$data_root" --iptables=false || return 1
+        gd_start_dockerd "$data_root" --iptables=false \
+            || { tail -n 30 "$LABDIR/dockerd.log" >&2; gd_log "dockerd did not start"; return 1; }
     elif ! gd_start_dockerd "$data_root"; then
         if grep -qi iptables "$LABDIR/dockerd.log"; then
             gd_log "dockerd failed because of iptables; retrying with --iptables=false"
             cp "$LABDIR/dockerd.log" "$LABDIR/dockerd-iptables-failure.log"
-            gd_start_dockerd "$data_root" --iptables=false || return 1
+            gd_start_dockerd "$data_root" --iptables=false \
+                || { tail -n 30 "$LABDIR/dockerd.log" >&2; gd_log "dockerd did not start"; return 1; }
         else
             tail -n 30 "$LABDIR/dockerd.log" >&2 || true
             gd_log "dockerd did not start"
@@ -186,10 +232,12 @@ guest_docker_down() {
     fi
     gd_stop "$CGX_REGISTRY_PID" 20 registry
     CGX_REGISTRY_PID=
-    # dockerd stops its containerd on SIGTERM; 60 s because TCG is slow.
+    # 60 s because TCG is slow; dockerd first, it still talks to containerd while stopping.
     gd_stop "$CGX_DOCKERD_PID" 60 dockerd
     CGX_DOCKERD_PID=
-    # A killed dockerd can leave its containerd and shims behind: they keep files open on the pool.
+    gd_stop "$CGX_CONTAINERD_PID" 60 containerd
+    CGX_CONTAINERD_PID=
+    # A killed containerd can leave shims behind: they keep files open on the pool.
     # (Only this guest's processes can match: the guest has its own kernel and process table.)
     leftovers=$(pgrep -d ' ' '^containerd' 2>/dev/null || true)
     if [ -n "$leftovers" ]; then

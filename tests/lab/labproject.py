@@ -18,6 +18,14 @@ import yaml
 LAB = Path(os.environ.get("COMPOSEGUARD_LAB", "/var/lib/composeguard-lab"))
 POOL = LAB / "btrfs"
 REGISTRY = "127.0.0.1:5000"
+# Inside the OpenZFS guest (lab/zfs-guest.sh --docker) the same scenarios run on ZFS datasets.
+STORAGE = os.environ.get("COMPOSEGUARD_LAB_STORAGE", "btrfs")
+ZFS_POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "cgtest")
+ZFS_MNT = Path(os.environ.get("COMPOSEGUARD_ZFS_MNT", "/nonexistent"))
+
+
+def zfs(*args: str) -> str:
+    return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True).stdout
 
 
 def composeguard_bin() -> str:
@@ -49,6 +57,7 @@ class LabProject:
         self.state = tmp / f"{self.name}-state"
         self.repo = f"{REGISTRY}/{self.name}"
         self.subvolumes: list[Path] = []
+        self.datasets: list[str] = []
         self.env = {**os.environ, "COMPOSEGUARD_STATE_DIR": str(self.state)}
 
     # -- setup -----------------------------------------------------------------------------
@@ -60,6 +69,18 @@ class LabProject:
         out = run(["docker", "push", ref], check=True).stdout
         digest = next(w for w in out.split() if w.startswith("sha256:"))
         return f"{self.repo}/{name}@{digest}"
+
+    def volume(self, name: str, files: dict[str, str] | None = None) -> Path:
+        """A data volume on the lab's storage: a Btrfs subvolume, or a ZFS dataset in the guest."""
+        if STORAGE != "zfs":
+            return self.subvolume(name, files)
+        ds = f"{ZFS_POOL}/{self.name}-{name}"
+        path = ZFS_MNT / f"{self.name}-{name}"
+        zfs("create", "-o", f"mountpoint={path}", ds)
+        self.datasets.append(ds)
+        for rel, content in (files or {}).items():
+            (path / rel).write_text(content)
+        return path
 
     def subvolume(self, name: str, files: dict[str, str] | None = None) -> Path:
         path = POOL / f"{self.name}-{name}"
@@ -105,6 +126,40 @@ class LabProject:
     def snapshot_root(self) -> Path:
         return POOL / ".composeguard-snapshots" / self.name
 
+    # -- storage-agnostic checks -----------------------------------------------------------
+    def snapshots(self) -> list[str]:
+        """composeguard's snapshots of this project's volumes."""
+        if STORAGE == "zfs":
+            out = zfs("list", "-H", "-o", "name", "-t", "snapshot")
+            return sorted(
+                n for n in out.split() if n.startswith(f"{ZFS_POOL}/{self.name}-") and "@composeguard-" in n
+            )
+        root = self.snapshot_root()
+        return sorted(str(p) for p in root.glob("*/pre/*")) if root.exists() else []
+
+    def exists(self, name: str) -> bool:
+        if STORAGE == "zfs":
+            return subprocess.run(["zfs", "list", "-H", name], capture_output=True).returncode == 0
+        return Path(name).exists()
+
+    def snapshot_tree(self, name: str) -> dict[str, str]:
+        if STORAGE == "zfs":
+            ds, snap = name.split("@", 1)
+            return tree(
+                Path(zfs("get", "-H", "-o", "value", "mountpoint", ds).strip()) / ".zfs" / "snapshot" / snap
+            )
+        return tree(Path(name))
+
+    def failed_tree(self, name: str) -> dict[str, str]:
+        """Files of a kept failed state (a read-only subvolume, or an unmounted dataset)."""
+        if STORAGE != "zfs":
+            return tree(Path(name))
+        zfs("mount", name)
+        try:
+            return tree(Path(zfs("get", "-H", "-o", "value", "mountpoint", name).strip()))
+        finally:
+            zfs("unmount", name)
+
     # -- teardown --------------------------------------------------------------------------
     def destroy(self) -> None:
         pins = self.state / "projects" / self.name / "pins.applied.yaml"
@@ -121,3 +176,11 @@ class LabProject:
         for sv in self.subvolumes:
             if sv.exists():
                 run(["btrfs", "subvolume", "delete", str(sv)])
+        for ds in self.datasets:
+            for line in zfs("list", "-H", "-o", "name", "-t", "snapshot").split():
+                if line.startswith(ds) and "@composeguard-" in line:
+                    run(["zfs", "release", "composeguard", line])
+        for ds in self.datasets:  # the dataset, its kept failed states and restore leftovers
+            for name in zfs("list", "-H", "-o", "name", "-t", "filesystem").split():
+                if name == ds or name.startswith(f"{ds}.composeguard-"):
+                    run(["zfs", "destroy", "-R", "-f", name])
