@@ -63,6 +63,15 @@ def _reporter(quiet: bool = False):
     return Reporter(quiet=quiet)
 
 
+def _project_name(ctx: click.Context) -> str:
+    """The project name without running compose when -p names it (so history and pins work
+    even when the compose file is broken or gone)."""
+    from composeguard.compose.invocation import Invocation
+
+    name = Invocation.parse(_globals(ctx)).project_name or os.environ.get("COMPOSE_PROJECT_NAME")
+    return name if name else _project(ctx).name
+
+
 def _project(ctx: click.Context):
     from composeguard.compose.project import resolve
 
@@ -168,7 +177,7 @@ def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
 def history(ctx: click.Context, as_json: bool) -> None:
     from composeguard.commands import history_command
 
-    history_command(_project(ctx).name, as_json)
+    history_command(_project_name(ctx), as_json)
 
 
 @main.command(help="Put back the data and images of the last (or the given) transaction.")
@@ -186,7 +195,7 @@ def rollback(ctx: click.Context, txn: str | None) -> None:
 def pins(ctx: click.Context, as_json: bool) -> None:
     from composeguard.commands import pins_command
 
-    pins_command(_project(ctx).name, as_json)
+    pins_command(_project_name(ctx), as_json)
 
 
 @main.command(help="Release the pin of SERVICE: the next up/update runs its compose file's image.")
@@ -195,7 +204,7 @@ def pins(ctx: click.Context, as_json: bool) -> None:
 def unpin(ctx: click.Context, service: str) -> None:
     from composeguard.commands import unpin_command
 
-    unpin_command(_project(ctx).name, service)
+    unpin_command(_project_name(ctx), service)
 
 
 @main.command(help="Finish a transaction that was interrupted (crash, kill, reboot).")
