@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -258,9 +259,9 @@ def run(args: list[str]) -> None:
         exec_compose(e.argv[2:])
         return
     except GuardError as e:
-        click.echo(f"composeguard: {e}", err=True)
         if debug:
-            raise
+            traceback.print_exc()
+        click.echo(f"composeguard: {e}", err=True)
         sys.exit(int(e.exit_code))
     except click.ClickException as e:
         e.show()

@@ -100,7 +100,21 @@ class Journal:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Journal:
+        """Build a journal from its JSON; raises TypeError/ValueError on a wrong shape."""
         d = dict(d)
+        for key in ("id", "project", "command", "created"):
+            if not isinstance(d.get(key), str):
+                raise ValueError(f"'{key}' is missing or not a string")
+        for s in d.get("snapshots") or []:
+            if not (
+                isinstance(s, dict)
+                and isinstance(s.get("name"), str)
+                and isinstance(s.get("dataset"), dict)
+                and all(
+                    isinstance(s["dataset"].get(k), str) for k in ("backend", "name", "pool", "mountpoint")
+                )
+            ):
+                raise ValueError("a snapshot entry is malformed")
         d["changes"] = {k: ServiceChange(**v) for k, v in (d.get("changes") or {}).items()}
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -113,7 +127,9 @@ class Journal:
                 raise TypeError(f"a {type(data).__name__}, not an object")
             return cls.from_dict(data)
         except (TypeError, ValueError, AttributeError) as e:
-            raise GuardError(f"the state file {path} is corrupt ({e}); move it aside to continue") from e
+            raise GuardError(
+                f"the state file {path} is corrupt ({e}); move it aside to continue (nothing was changed)"
+            ) from e
 
     @classmethod
     def load(cls, project: str, txn: str) -> Journal:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from composeguard.errors import LockedError
+from composeguard.errors import ConfigError, LockedError
 from composeguard.faults import pause_point
 from composeguard.state import project_dir
 
@@ -19,7 +19,13 @@ from composeguard.state import project_dir
 @contextmanager
 def project_lock(project: str) -> Iterator[None]:
     path = project_dir(project) / "lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot use the state directory {path.parent}: {e.strerror} "
+            f"(COMPOSEGUARD_STATE_DIR); nothing was changed"
+        ) from e
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

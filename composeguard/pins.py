@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from composeguard.errors import GuardError
-from composeguard.state import project_dir, write_atomic
+from composeguard.state import make_private_dir, project_dir, write_atomic
 
 HEADER = """\
 # composeguard pins for project {project}.
@@ -50,8 +50,9 @@ def now_iso() -> str:
 class PinFile:
     def __init__(self, project: str) -> None:
         self.project = project
-        self.path = project_dir(project) / "pins.yaml"
-        self.applied_path = project_dir(project) / "pins.applied.yaml"
+        self.dir = project_dir(project, create=False)
+        self.path = self.dir / "pins.yaml"
+        self.applied_path = self.dir / "pins.applied.yaml"
         self.pins: dict[str, Pin] = {}
         if self.path.exists():
             self._load()
@@ -69,7 +70,17 @@ class PinFile:
                     bad=[BadDigest(**b) for b in m.get("bad") or []],
                 )
         except (yaml.YAMLError, AttributeError, KeyError, TypeError, UnicodeDecodeError) as e:
-            raise GuardError(f"the pin file {self.path} is corrupt ({e}); fix or remove it") from e
+            mark = getattr(e, "problem_mark", None)
+            detail = (
+                f"{getattr(e, 'problem', None) or 'YAML error'} at line {mark.line + 1}"
+                if mark is not None
+                else str(e).splitlines()[0]
+                if str(e)
+                else type(e).__name__
+            )
+            raise GuardError(
+                f"the pin file {self.path} is corrupt ({detail}); fix or remove it (nothing was changed)"
+            ) from e
 
     def render(self, services: set[str] | None = None) -> str:
         chosen = {s: p for s, p in sorted(self.pins.items()) if services is None or s in services}
@@ -81,6 +92,7 @@ class PinFile:
 
     def save(self) -> None:
         if self.pins:
+            make_private_dir(self.dir)
             write_atomic(self.path, self.render())
         elif self.path.exists():
             self.path.unlink()
@@ -95,7 +107,12 @@ class PinFile:
     def without(self, services: set[str]) -> PinFile:
         """A copy (for this run only) with the pins of ``services`` lifted."""
         copy = PinFile.__new__(PinFile)
-        copy.project, copy.path, copy.applied_path = self.project, self.path, self.applied_path
+        copy.project, copy.dir, copy.path, copy.applied_path = (
+            self.project,
+            self.dir,
+            self.path,
+            self.applied_path,
+        )
         copy.pins = {s: p for s, p in self.pins.items() if s not in services}
         return copy
 
@@ -110,6 +127,7 @@ class PinFile:
         """The ``-f`` file to add to compose commands ([] when no pin applies)."""
         if not any(s in services for s in self.pins):
             return []
+        make_private_dir(self.dir)
         write_atomic(self.applied_path, self.render(services))
         return [str(self.applied_path)]
 

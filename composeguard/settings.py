@@ -23,6 +23,14 @@ def _host_port(target: str) -> bool:
     return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
+ENVIRONMENT = "the environment"
+
+
+def _label(key: str, where: str) -> str:
+    """How an error names a setting: the variable it came from, or its place in the file."""
+    return f"COMPOSEGUARD_{key.upper()}" if where == ENVIRONMENT else f"x-composeguard.{key} in {where}"
+
+
 def _number(value: Any, key: str, where: str) -> float:
     if (
         isinstance(value, bool)
@@ -30,21 +38,19 @@ def _number(value: Any, key: str, where: str) -> float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise ConfigError(f"x-composeguard.{key} in {where} must be a number of seconds >= 0, not {value!r}")
+        raise ConfigError(f"{_label(key, where)} must be a number of seconds >= 0, not {value!r}")
     return float(value)
 
 
 def _choice(value: Any, key: str, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise ConfigError(
-            f"x-composeguard.{key} in {where} must be one of {', '.join(choices)}, not {value!r}"
-        )
+        raise ConfigError(f"{_label(key, where)} must be one of {', '.join(choices)}, not {value!r}")
     return str(value)
 
 
 def _bool(value: Any, key: str, where: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"x-composeguard.{key} in {where} must be true or false, not {value!r}")
+        raise ConfigError(f"{_label(key, where)} must be true or false, not {value!r}")
     return value
 
 
@@ -164,25 +170,28 @@ class ProjectSettings:
                 raw[k] = _env_value(k, v)
         out = cls()
         kw: dict[str, Any] = {}
+        src = {k: (ENVIRONMENT if k in env else where) for k in raw}
         if "timeout" in raw:
-            kw["timeout"] = _number(raw["timeout"], "timeout", where)
+            kw["timeout"] = _number(raw["timeout"], "timeout", src["timeout"])
         if "settle" in raw:
-            kw["settle"] = _number(raw["settle"], "settle", where)
+            kw["settle"] = _number(raw["settle"], "settle", src["settle"])
         if "unprotected" in raw:
-            kw["unprotected"] = _choice(raw["unprotected"], "unprotected", where, UNPROTECTED_MODES)
+            kw["unprotected"] = _choice(
+                raw["unprotected"], "unprotected", src["unprotected"], UNPROTECTED_MODES
+            )
         if "update" in raw:
-            kw["update"] = _bool(raw["update"], "update", where)
+            kw["update"] = _bool(raw["update"], "update", src["update"])
         if "retention" in raw:
             r = raw["retention"]
             if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                raise ConfigError(f"x-composeguard.retention in {where} must be an integer >= 1")
+                raise ConfigError(f"{_label('retention', src['retention'])} must be an integer >= 1")
             kw["retention"] = r
         if "min_free" in raw:
             kw["min_free"] = str(raw["min_free"])
-            parse_size_or_percent(kw["min_free"])
+            parse_size_or_percent(kw["min_free"], _label("min_free", src["min_free"]))
         if "btrfs_snapshot_dir" in raw:
             if not isinstance(raw["btrfs_snapshot_dir"], str) or not raw["btrfs_snapshot_dir"]:
-                raise ConfigError(f"x-composeguard.btrfs_snapshot_dir in {where} must be a path")
+                raise ConfigError(f"{_label('btrfs_snapshot_dir', src['btrfs_snapshot_dir'])} must be a path")
             kw["btrfs_snapshot_dir"] = raw["btrfs_snapshot_dir"]
         for key in ("hook", "notify"):
             if key in raw:
@@ -190,7 +199,7 @@ class ProjectSettings:
                 if isinstance(v, str) and key == "notify":
                     v = [v]
                 if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)):
-                    raise ConfigError(f"x-composeguard.{key} in {where} must be a list of strings")
+                    raise ConfigError(f"{_label(key, src[key])} must be a list of strings")
                 kw[key] = tuple(v)
         return ProjectSettings(**{**{f.name: getattr(out, f.name) for f in fields(out)}, **kw})
 
@@ -228,7 +237,7 @@ def _env_value(key: str, value: str) -> Any:
         raise ConfigError(f"COMPOSEGUARD_{key.upper()} must be a number, not {value!r}") from None
 
 
-def parse_size_or_percent(text: str) -> tuple[str, float]:
+def parse_size_or_percent(text: str, label: str = "min_free") -> tuple[str, float]:
     """'5%' -> ('percent', 5.0); '512M' -> ('bytes', 536870912.0)."""
     t = text.strip()
     try:
@@ -239,6 +248,4 @@ def parse_size_or_percent(text: str) -> tuple[str, float]:
             return "bytes", float(t[:-1]) * units[t[-1].upper()]
         return "bytes", float(t)
     except ValueError:
-        raise ConfigError(
-            f"min_free must be a size like 512M or a percentage like 5%, not {text!r}"
-        ) from None
+        raise ConfigError(f"{label} must be a size like 512M or a percentage like 5%, not {text!r}") from None

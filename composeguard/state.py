@@ -23,7 +23,12 @@ _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("COMPOSEGUARD_STATE_DIR", DEFAULT_STATE_DIR))
+    raw = os.environ.get("COMPOSEGUARD_STATE_DIR", DEFAULT_STATE_DIR)
+    if not os.path.isabs(raw):  # an empty or relative value would depend on the current folder
+        raise ConfigError(
+            f"COMPOSEGUARD_STATE_DIR must be an absolute path, not {raw!r}; nothing was changed"
+        )
+    return Path(raw)
 
 
 def safe_name(name: str, what: str) -> str:
@@ -45,11 +50,16 @@ def make_private_dir(d: Path) -> None:
         for p in reversed([d, *d.parents]):
             if not p.exists():
                 p.mkdir(mode=0o700)
-        os.chmod(d, 0o700)
+        if d.stat().st_mode & 0o777 != 0o700:
+            os.chmod(d, 0o700)
     except OSError as e:
-        raise GuardError(
-            f"cannot use the state directory {d}: {e.strerror} "
-            f"(set COMPOSEGUARD_STATE_DIR to a writable folder)"
+        hint = (
+            "composeguard needs root"
+            if os.geteuid() != 0
+            else "set COMPOSEGUARD_STATE_DIR to a writable folder"
+        )
+        raise ConfigError(
+            f"cannot use the state directory {d}: {e.strerror} ({hint}); nothing was changed"
         ) from e
 
 
@@ -83,4 +93,6 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GuardError(f"the state file {path} is corrupt ({e}); move it aside to continue") from e
+        raise GuardError(
+            f"the state file {path} is corrupt ({e}); move it aside to continue (nothing was changed)"
+        ) from e

@@ -96,7 +96,7 @@ def upgrade_up_args(args: list[str]) -> list[str]:
     i = 0
     while i < len(args):
         a = args[i]
-        if a == "--pull":
+        if a == "--pull" and i + 1 < len(args):  # a --pull without its value stays, for compose to refuse
             i += 2
             continue
         if a.startswith("--pull="):
@@ -121,6 +121,8 @@ def refuse_if_unfinished(project: str) -> None:
 
 def guarded_up(req: UpRequest, rep: Reporter) -> int:
     project = resolve(req.global_args)
+    if os.geteuid() != 0:
+        return _up_unprivileged(project, req)
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
         return _up_locked(project, req, rep)
@@ -161,6 +163,33 @@ def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) ->
     return lifted
 
 
+def _up_unprivileged(project: Project, req: UpRequest) -> int:
+    """Not root (a docker-group user with the alias): a plain up still works, pins applied;
+    an upgrade needs root for the snapshots, so it is refused before anything changes."""
+    if req.command == "update":
+        raise ConfigError("composeguard update needs root (it snapshots ZFS/Btrfs); nothing was changed")
+    try:
+        pins = PinFile(project.name)
+    except (GuardError, OSError) as e:
+        raise ConfigError(
+            f"composeguard needs root: it cannot read its pins ({e}); nothing was changed"
+        ) from e
+    scope = scope_of(project, req.services, req.no_deps)
+    try:
+        changes = detect_changes(project, pins, record_running(project, scope))
+    except GuardError as e:
+        raise ConfigError(f"composeguard needs root or the docker group ({e}); nothing was changed") from e
+    if changes:
+        raise ConfigError(
+            f"upgrading {', '.join(sorted(changes))} needs root (composeguard snapshots the data "
+            f"first); run it as root. Nothing was changed"
+        )
+    if pins.pins and not set(pins.pins) <= set(project.services):
+        raise ConfigError("composeguard needs root to apply its pins to this project; nothing was changed")
+    base = project.compose_args([str(pins.path)]) if pins.pins else req.global_args
+    raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+
+
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     pins = PinFile(project.name)
     scope = scope_of(project, req.services, req.no_deps)
@@ -193,6 +222,20 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         log.info("no service changes its image: plain docker compose up")
         base = project.compose_args(pin_files) if pin_files else req.global_args
         raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+    # compose checks the user's `up` arguments before anything is stopped: a typo must not
+    # stop, snapshot and roll back a healthy project (and pin a good image as bad).
+    dry = docker.compose(
+        project,
+        ["--dry-run", "up", *upgrade_up_args(req.up_args)],
+        extra_files=pin_files,
+        capture=True,
+        check=False,
+    )
+    if dry.returncode != 0:
+        lines = [ln for ln in (dry.stderr or "").strip().splitlines() if ln.strip()]
+        raise ConfigError(
+            f"docker compose up refused the arguments: {lines[-1] if lines else '?'}; nothing was changed"
+        )
     plan = Plan(project, scope, running, changes)
     map_storage(plan)
     refused = plan.refusals(req.allow_unprotected)
@@ -207,9 +250,11 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     mapper_backends = _backends(project)
     for kind in sorted({d.backend for d in datasets}):
         try:
-            mapper_backends(kind).check_free_space(
-                [d for d in datasets if d.backend == kind], project.settings.min_free
-            )
+            group = [d for d in datasets if d.backend == kind]
+            mapper_backends(kind).check_location(group, project.name)
+            mapper_backends(kind).check_free_space(group, project.settings.min_free)
+        except ConfigError:
+            raise
         except StorageError as e:
             raise GuardError(f"{e}; nothing was changed") from e
     return run_transaction(project, plan, pins, pin_files, req, rep)

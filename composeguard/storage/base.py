@@ -58,6 +58,9 @@ class Backend(Protocol):
     def dataset_for(self, path: str) -> Dataset:
         """The dataset holding the real path ``path``; raises :class:`Unprotected`."""
 
+    def check_location(self, datasets: list[Dataset], project: str) -> None:
+        """Raise ConfigError when the snapshots could not be stored where they would go."""
+
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         """Raise StorageError when a pool is too full to snapshot safely."""
 

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 
 from composeguard import execute
-from composeguard.errors import CommandError, StorageError
+from composeguard.errors import CommandError, ConfigError, StorageError
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for
@@ -72,6 +72,11 @@ class BtrfsBackend:
             p = p.parent
         while os.stat(p).st_ino != SUBVOLUME_ROOT_INO and str(p) != m.mountpoint:
             p = p.parent
+        if str(p) == m.mountpoint and m.root != "/":
+            raise Unprotected(
+                f"{path} is the Btrfs subvolume {m.root} mounted at {m.mountpoint} (subvol=): a mounted "
+                f"subvolume cannot be swapped back in place; keep the data in a subvolume inside it"
+            )
         if str(p) == m.mountpoint or os.stat(p).st_ino != SUBVOLUME_ROOT_INO:
             raise Unprotected(
                 f"{path} is not in a subvolume of its own on the Btrfs filesystem at {m.mountpoint} "
@@ -93,6 +98,14 @@ class BtrfsBackend:
                     f"the Btrfs filesystem at {mp} has only {free >> 20} MiB free "
                     f"(composeguard wants {min_free} free before snapshotting)"
                 )
+
+    def check_location(self, datasets: list[Dataset], project: str) -> None:
+        """The snapshot folder must be on the same filesystem (checked before anything stops)."""
+        for d in datasets:
+            try:
+                self._check_same_fs(self.txn_dir(d, project, "check"), d)
+            except StorageError as e:
+                raise ConfigError(f"{e} (x-composeguard.btrfs_snapshot_dir); nothing was changed") from e
 
     # -- paths -----------------------------------------------------------------------------
     def txn_dir(self, dataset: Dataset, tags_project: str, txn: str) -> Path:

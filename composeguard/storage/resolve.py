@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 from composeguard.compose.project import Project, Service, VolumeMount
@@ -86,9 +87,14 @@ class StorageMapper:
             return None, None  # not created yet: there is no data to protect
         return str(info.get("Mountpoint")), None
 
-    def dataset_for_path(self, path: str) -> Dataset:
+    def dataset_for_path(self, path: str) -> Dataset | None:
+        """The dataset holding ``path``; None for a socket, device or FIFO (not data: e.g.
+        /var/run/docker.sock bind-mounted into Traefik or Portainer)."""
         if not os.path.exists(path):
             raise Unprotected(f"{path} does not exist")
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            return None
         real = os.path.realpath(path)
         if real == "/":
             raise Unprotected("a bind mount of / cannot be snapshotted")
@@ -110,7 +116,9 @@ class StorageMapper:
             if path is None:
                 continue
             try:
-                out.protected.append(Protected(v.target, path, self.dataset_for_path(path)))
+                ds = self.dataset_for_path(path)
+                if ds is not None:
+                    out.protected.append(Protected(v.target, path, ds))
             except Unprotected as e:
                 out.unprotected.append(NotProtected(v.target, path, str(e)))
         return out

@@ -109,6 +109,9 @@ class ZfsBackend:
             )
         return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0], mountpoint=m.mountpoint)
 
+    def check_location(self, datasets: list[Dataset], project: str) -> None:
+        """ZFS snapshots live inside their dataset: nothing to check."""
+
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         kind, amount = parse_size_or_percent(min_free)
         for pool in sorted({d.pool for d in datasets}):

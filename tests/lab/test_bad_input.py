@@ -98,7 +98,7 @@ def observe(p: LabProject, data_dirs: list[Path]) -> World:
     )
 
 
-def assert_unchanged(p: LabProject, before: World, data_dirs: list[Path]) -> None:
+def assert_unchanged(p: LabProject, before: World, data_dirs: list[Path]) -> World:
     after = observe(p, data_dirs)
     assert after.containers == before.containers, "no container may be stopped, recreated or started"
     assert after.digests == before.digests, "the same image digests must run"
@@ -106,6 +106,7 @@ def assert_unchanged(p: LabProject, before: World, data_dirs: list[Path]) -> Non
     assert after.subvolumes == before.subvolumes, "no subvolume or snapshot may be created or deleted"
     assert after.snapshot_files == before.snapshot_files
     assert after.state == before.state, "no journal, pin or other state file may change"
+    return after
 
 
 def one_line(r: subprocess.CompletedProcess[str], code: int, *needles: str, alone: bool = True) -> str:
@@ -161,8 +162,8 @@ class Deployed:
         return observe(self.p, [self.vol, *extra_dirs])
 
     def assert_unchanged(self, before: World, *extra_dirs: Path) -> None:
-        assert_unchanged(self.p, before, [self.vol, *extra_dirs])
-        assert self.v1 in self.p.running_digests("app")
+        after = assert_unchanged(self.p, before, [self.vol, *extra_dirs])
+        assert self.v1 in after.digests, "v1 still runs"
 
 
 def deploy_v1(p: LabProject, volumes: list, top: dict | None = None, **svc_extra) -> str:
@@ -182,8 +183,13 @@ def deploy(p: LabProject, top: dict | None = None) -> Deployed:
 
 
 @pytest.fixture
-def deployed(lab_project: LabProject) -> Deployed:
-    return deploy(lab_project)
+def deployed(lab_project: LabProject) -> Iterator[Deployed]:
+    d = deploy(lab_project)
+    good = (d.p.dir / "compose.yaml").read_bytes()
+    try:
+        yield d
+    finally:  # the teardown's `docker compose down` needs a compose file it can read
+        (d.p.dir / "compose.yaml").write_bytes(good)
 
 
 @pytest.fixture
@@ -411,30 +417,31 @@ def test_filesystem_mounted_at_a_path_with_spaces(lab_project: LabProject, mount
         p.compose("down", "-t", "1", check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a subvolume mounted with subvol= at its own mount point "
-                   "is refused as 'not in a subvolume of its own'")
 def test_subvolume_mounted_with_subvol_option(lab_project: LabProject, mount_dir: Path) -> None:
-    """``mount -o subvol=@app /dev/sdX '/srv data ü é'`` is the usual Btrfs layout (Debian,
-    Ubuntu, openSUSE installers); the self-hoster expects that subvolume to be protected."""
+    """``mount -o subvol=@app /dev/sdX '/srv data ü é'`` (the installers' layout): the data is
+    the mounted subvolume itself, which a Btrfs restore cannot swap back in place (a mount
+    point cannot be renamed). composeguard refuses with a line that says exactly that and
+    what to do, before anything changes (exit 2), instead of claiming it is not a subvolume."""
     p = lab_project
     vol = p.subvolume("app", DATA)
     run(["mount", "-o", f"subvol=/{vol.name}", pool_device(), str(mount_dir)], check=True)
     try:
         deploy_v1(p, [f"{mount_dir}:/data"])
-        v3 = p.push("lab/app:v3", "app")
+        cid = p.container("app")["Id"]
+        before = tree(vol)
+        p.push("lab/app:v3", "app")
 
         r = cg(p, *UP)
 
-        assert r.returncode == 0, r.stderr
-        assert v3 in p.running_digests("app")
-        assert p.history()[-1]["outcome"] == "committed"
-        assert len(p.history()[-1]["snapshots"]) == 1
+        line = one_line(r, 2, "subvol=", "mounted", alone=False)
+        assert "not in a subvolume of its own" not in line
+        assert p.container("app")["Id"] == cid
+        assert tree(vol) == before
+        assert p.history() == []
     finally:
         p.compose("down", "-t", "1", check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="bug (debatable): a bind-mounted socket (docker.sock) counts as "
-                   "an unprotected data volume and blocks the upgrade")
 def test_bind_mounted_docker_socket_is_not_data(deployed: Deployed) -> None:
     """Portainer, Traefik, Watchtower mount ``/var/run/docker.sock``. A socket holds no data to
     snapshot; the self-hoster expects the upgrade to go ahead with the data subvolume
@@ -469,13 +476,10 @@ SETTINGS = {
     "env-unprotected": (FAST, None, {"COMPOSEGUARD_UNPROTECTED": "maybe"}, "COMPOSEGUARD_UNPROTECTED"),
     "env-min-free": (FAST, None, {"COMPOSEGUARD_MIN_FREE": "lots"}, "COMPOSEGUARD_MIN_FREE"),
 }
-ENV_NAMED_WRONG = pytest.mark.xfail(strict=True, reason="bug: a bad COMPOSEGUARD_UNPROTECTED / _MIN_FREE is "
-                                    "reported as x-composeguard.<key> in the project (or without a source), "
-                                    "not as the variable")
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param(c, marks=ENV_NAMED_WRONG) if c in ("env-unprotected", "env-min-free") else c
+    c
     for c in SETTINGS
 ])
 def test_invalid_x_composeguard_setting_names_the_key(deployed: Deployed, case: str) -> None:
@@ -492,8 +496,6 @@ def test_invalid_x_composeguard_setting_names_the_key(deployed: Deployed, case: 
     d.assert_unchanged(before)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: btrfs_snapshot_dir on another filesystem is found only "
-                   "after the service was stopped (restarted again, exit 1)")
 def test_snapshot_dir_setting_on_another_filesystem(deployed: Deployed, tmp_path: Path) -> None:
     """A configuration error must be found before anything is stopped: exit 2, no downtime."""
     d = deployed
@@ -508,8 +510,6 @@ def test_snapshot_dir_setting_on_another_filesystem(deployed: Deployed, tmp_path
 
 
 # == arguments ====================================================================================
-@pytest.mark.xfail(strict=True, reason="bug: up's arguments reach compose only after the snapshot; "
-                   "a typo rolls back and pins the good digest as bad")
 @pytest.mark.parametrize("args", [(*UP, "--detatch"), ("up", "-d", "--pull")], ids=" ".join)
 def test_up_option_typo_changes_nothing(deployed: Deployed, args: tuple[str, ...]) -> None:
     """``--detatch`` or ``--pull`` without its value: compose rejects the command line, so the
@@ -581,8 +581,6 @@ def journal_with_renamed_snapshot_field(d: Deployed) -> Path:
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a journal of the wrong shape is not validated; "
-                   "history dies with internal error KeyError: 'name'")
 def test_journal_of_the_wrong_shape_history(committed: Deployed) -> None:
     d = committed
     path = journal_with_renamed_snapshot_field(d)
@@ -594,8 +592,6 @@ def test_journal_of_the_wrong_shape_history(committed: Deployed) -> None:
     d.assert_unchanged(before)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a journal of the wrong shape is not validated; up commits "
-                   "the upgrade, then retention dies with internal error KeyError: 'dataset' (exit 1)")
 def test_journal_of_the_wrong_shape_up(committed: Deployed) -> None:
     """Like an unreadable journal: refused before anything changes (and above all not an
     internal error after a committed upgrade, which a cron job reports as a failure)."""
@@ -625,13 +621,11 @@ x-composeguard-pins:
       date: '2026-11-28T00:00:00+00:00'
       txn: 20261128T000000Z-0000
 """
-PINS_MULTILINE = pytest.mark.xfail(strict=True, reason="bug: a YAML syntax error in pins.yaml is "
-                                   "reported on several lines (PyYAML's message is multi-line)")
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("yaml-syntax", marks=PINS_MULTILINE),
-    pytest.param("truncated", marks=PINS_MULTILINE),
+    "yaml-syntax",
+    "truncated",
     "binary",
     "not-a-mapping",
     "pin-without-image",
@@ -658,13 +652,11 @@ def test_corrupt_pin_file(deployed: Deployed, case: str) -> None:
     d.assert_unchanged(before)
 
 
-NOTHING_CHANGED_WORDING = pytest.mark.xfail(strict=True, reason="bug: exit-1 refusal does not say "
-                                            "whether anything was changed")
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("journal", marks=NOTHING_CHANGED_WORDING),
-    pytest.param("pins", marks=NOTHING_CHANGED_WORDING),
+    "journal",
+    "pins",
 ])
 def test_exit_1_refusal_says_nothing_was_changed(deployed: Deployed, case: str) -> None:
     """DESIGN.md: exit 1 is "any other error; the message says whether anything was changed".
@@ -685,18 +677,14 @@ def test_exit_1_refusal_says_nothing_was_changed(deployed: Deployed, case: str) 
     d.assert_unchanged(before)
 
 
-STATE_DIR_EXIT = pytest.mark.xfail(strict=True, reason="bug: an unusable state dir exits 1 (a "
-                                   "configuration error, nothing changed: 2)")
-STATE_DIR_CWD = pytest.mark.xfail(strict=True, reason="bug: an empty or relative COMPOSEGUARD_STATE_DIR "
-                                  "puts the state in the current folder and runs the upgrade")
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param("regular-file", marks=STATE_DIR_EXIT),
-    pytest.param("under-proc", marks=STATE_DIR_EXIT),
-    pytest.param("read-only-mount", marks=STATE_DIR_EXIT),
-    pytest.param("empty", marks=STATE_DIR_CWD),
-    pytest.param("relative", marks=STATE_DIR_CWD),
+    "regular-file",
+    "under-proc",
+    "read-only-mount",
+    "empty",
+    "relative",
 ])
 def test_state_dir_not_usable(deployed: Deployed, tmp_path: Path, case: str) -> None:
     """COMPOSEGUARD_STATE_DIR is configuration: a value composeguard cannot use is a
@@ -747,8 +735,6 @@ def nobody_home(open_base: Path) -> Path:
     return home
 
 
-@pytest.mark.xfail(strict=True, reason="bug: not root exits 1 'cannot use the state directory' "
-                   "(usage error, nothing changed: 2)")
 def test_not_root(open_deployed: Deployed, nobody_home: Path) -> None:
     """As nobody (no docker group): a clear one-line usage error (exit 2); saying it needs
     root, or that it cannot use the state directory, are both clear."""
@@ -762,8 +748,6 @@ def test_not_root(open_deployed: Deployed, nobody_home: Path) -> None:
     d.assert_unchanged(before)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: not root but in the docker group exits 1 with 'btrfs "
-                   "subvolume failed (exit 1): ERROR: can't perform the search: Operation not permitted'")
 def test_not_root_in_the_docker_group(open_deployed: Deployed, nobody_home: Path, open_base: Path) -> None:
     """The alias as a normal user in the docker group, with a state dir of its own: Docker
     answers, but composeguard cannot read or snapshot subvolumes. Expected: a one-line usage
@@ -852,8 +836,6 @@ def test_debug_shows_the_traceback(deployed: Deployed, how: str) -> None:
     d.assert_unchanged(before)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with --debug a GuardError is re-raised, so the exit "
-                   "code becomes Python's 1 instead of the table's code")
 @pytest.mark.parametrize("how", list(DEBUG))
 def test_debug_keeps_the_exit_code(deployed: Deployed, how: str) -> None:
     """--debug only shows more: a script or a cron job debugged with COMPOSEGUARD_DEBUG=1 must

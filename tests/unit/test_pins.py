@@ -197,11 +197,15 @@ def test_file_mode_0600_and_state_dir_0700(state_dir):
     assert mode(pins.path.parent) == 0o700
 
 
-def test_an_existing_project_dir_is_made_private(state_dir):
+def test_an_existing_project_dir_is_made_private_when_pins_are_written(state_dir):
+    """Reading pins creates nothing (a non-root alias user may read); writing makes it 0700."""
     d = state_dir / "projects" / "shop"
     d.mkdir(parents=True, mode=0o755)
     d.chmod(0o755)
-    PinFile("shop")
+    pins = PinFile("shop")
+    assert mode(d) == 0o755
+    pins.pin("app", "reg/app@sha256:" + "a" * 64, "T1", None, "test")
+    pins.save()
     assert mode(d) == 0o700
 
 
