@@ -30,7 +30,7 @@ from composeguard.errors import CommandError, StorageError
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.libzfs_core import ZfsUnavailable, library
-from composeguard.storage.mounts import Mount, mount_for
+from composeguard.storage.mounts import Mount, mount_for, read_mounts
 
 log = logging.getLogger("composeguard.zfs")
 
@@ -223,6 +223,10 @@ class ZfsBackend:
         txn = get(name, f"{PROP}txn")
         if not txn or txn == "-":
             raise StorageError(f"refusing to destroy {name}: it carries no composeguard tag")
+        # A snapshot someone looked at through .zfs/snapshot is automounted: unmount it first.
+        for m in read_mounts():
+            if m.fstype == "zfs" and m.source == name:
+                execute.run(["umount", m.mountpoint], check=False)
         try:
             lib = library()
             lib.release({name: [HOLD_TAG]})
