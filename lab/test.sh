@@ -25,7 +25,10 @@ step "end-to-end tests on the lab (real dockerd, registry, Btrfs)"
 COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q -m lab tests
 
 if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
-    step "ZFS tests inside the OpenZFS guest (real kernel module)"
-    bash lab/zfs-guest.sh .venv/bin/python -m pytest -q -p no:cacheprovider -m zfs tests/zfs
+    step "ZFS inside the OpenZFS guest: the binding, the backend, and the upgrade scenarios on datasets"
+    # dockerd and a registry run inside the guest (--docker); tests/lab/test_upgrade.py runs
+    # there with COMPOSEGUARD_LAB_STORAGE=zfs, so its volumes are ZFS datasets.
+    COMPOSEGUARD_REQUIRE_LAB=1 bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q \
+        -p no:cacheprovider -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py
 fi
 step "all tests passed"
