@@ -567,14 +567,3 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     except RolledBack as e:
         rep.step(f"recovered: {e}")
     return 0
-
-
-__all__ = [
-    "ExecInstead",
-    "UpRequest",
-    "guarded_up",
-    "roll_back",
-    "ROLLBACK_FAILED",
-    "ROLLED_BACK",
-    "os",
-]

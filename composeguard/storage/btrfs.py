@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import json
 import logging
 import os
@@ -229,6 +228,3 @@ class BtrfsBackend:
 def _last_line(text: str) -> str:
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "unknown error"
-
-
-__all__ = ["BtrfsBackend", "errno"]

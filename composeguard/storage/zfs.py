@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from composeguard import execute
 from composeguard.errors import CommandError, StorageError
@@ -234,6 +233,3 @@ class ZfsBackend:
         except ZfsUnavailable:
             zfs("release", HOLD_TAG, name, check=False)
             zfs("destroy", "-d", name)
-
-
-__all__ = ["ZfsBackend", "os"]
