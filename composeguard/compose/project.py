@@ -7,6 +7,7 @@ because the JSON drops service-level ``x-*`` fields (docker/compose#11528).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,9 @@ try:  # the C loader is several times faster on large projects
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+
+SERVICE_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,9 @@ def parse_project(text: str, invocation: Invocation, files: list[str]) -> Projec
         raise ConfigError("docker compose config returned no services")
     services: dict[str, Service] = {}
     for name, raw in (model.get("services") or {}).items():
+        if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name):
+            # compose enforces this too; composeguard builds file names from service names
+            raise ConfigError(f"invalid service name {name!r}: use letters, digits, '.', '_' and '-'")
         raw = raw or {}
         vols = []
         for v in raw.get("volumes") or []:

@@ -205,3 +205,12 @@ def test_a_service_with_an_empty_body():
     svc = p.services["a"]
     assert (svc.image, svc.volumes, svc.depends_on, svc.has_healthcheck) == (None, [], [], False)
     assert p.volumes == {}
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", ".hidden", "x y", ""])
+def test_service_names_that_could_escape_a_path_are_refused(name):
+    import yaml
+
+    text = yaml.safe_dump({"name": "p", "services": {name: {"image": "busybox"}}})
+    with pytest.raises(ConfigError, match="invalid service name"):
+        parse_project(text, Invocation(), ["/x/compose.yaml"])
