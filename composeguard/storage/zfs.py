@@ -233,3 +233,8 @@ class ZfsBackend:
         except ZfsUnavailable:
             zfs("release", HOLD_TAG, name, check=False)
             zfs("destroy", "-d", name)
+        if exists(name):
+            # Still there: deferred (busy, e.g. mounted by someone); the zfs command unmounts
+            # what it can and destroys, or says why not.
+            log.debug("%s was only marked for destruction; trying zfs destroy", name)
+            zfs("destroy", name)

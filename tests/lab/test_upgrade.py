@@ -127,7 +127,7 @@ def test_good_upgrade_commits_and_retention_keeps_the_last(lab_project: LabProje
     assert v1b in p.running_digests("app")
     hist = p.history()
     assert [j["outcome"] for j in hist] == ["committed", "committed"]
-    assert not p.exists(snap), "retention released the older snapshot"
+    assert not p.exists(snap), f"retention released the older snapshot; stderr:\n{r.stderr}"
     assert p.exists(hist[-1]["snapshots"][0]["name"])
     assert "committed" in p.cg("history").stdout
 

@@ -164,3 +164,14 @@ def test_mountpoint_with_spaces_and_child_datasets(datasets, tmp_path: Path) -> 
     with pytest.raises(Unprotected, match="child datasets"):
         backend().dataset_for(get(parent, "mountpoint"))
     assert backend().dataset_for(get(f"{parent}/child", "mountpoint")).name == f"{parent}/child"
+
+
+def test_destroy_a_snapshot_someone_looked_at(datasets) -> None:
+    """Reading .zfs/snapshot/<name> automounts the snapshot; retention must still destroy it."""
+    ds = datasets("app", {"f": "x\n"})
+    be = backend()
+    (snap,) = be.snapshot([be.dataset_for(get(ds, "mountpoint"))], tags("T4"))
+    seen = Path(get(ds, "mountpoint")) / ".zfs" / "snapshot" / "composeguard-T4" / "f"
+    assert seen.read_text() == "x\n"
+    be.destroy(snap.name)
+    assert snap.name not in zfs("list", "-H", "-o", "name", "-t", "snapshot")
