@@ -102,12 +102,15 @@ def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> l
 def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
     """What runs now, read before any pull: image ID and repo digest per service."""
     running: dict[str, Running] = {}
+    images: dict[str, docker.ImageInfo | None] = {}  # twenty services often share one image
     for c in docker.project_containers(project.name):
         if c.service not in scope:
             continue
         r = running.get(c.service)
         if r is None:
-            info = docker.image_info(c.image_id)
+            if c.image_id not in images:
+                images[c.image_id] = docker.image_info(c.image_id)
+            info = images[c.image_id]
             digest = info.digest_for(c.image_ref) if info else None
             running[c.service] = Running(c.service, [c.id], c.image_id, digest)
         else:
@@ -128,6 +131,13 @@ def detect_changes(
     """Services whose container would run another image. ``remote`` maps service -> the
     registry's current repo digest (for ``plan``); otherwise local images are compared."""
     changes: dict[str, Change] = {}
+    images: dict[str, docker.ImageInfo | None] = {}
+
+    def image(ref: str) -> docker.ImageInfo | None:
+        if ref not in images:
+            images[ref] = docker.image_info(ref)
+        return images[ref]
+
     for svc, r in running.items():
         ref = wanted_ref(project, pins, svc)
         if not ref:
@@ -136,10 +146,10 @@ def detect_changes(
             new_digest = remote[svc]
             if r.repo_digest and new_digest.split("@")[-1] == r.repo_digest.split("@")[-1]:
                 continue
-            info = docker.image_info(new_digest)
+            info = image(new_digest)
             changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id if info else None, new_digest)
             continue
-        info = docker.image_info(ref)
+        info = image(ref)
         if info is None or info.id == r.image_id:
             continue
         changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
