@@ -518,7 +518,7 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
         ) from e
     j.finish(ROLLED_BACK, reason)
     raise RolledBack(
-        f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} run the old "
+        f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "
         f"digest on the pre-upgrade data; failed state kept at "
         f"{', '.join(j.failed_states) or '(no datasets)'}; see `composeguard history`"
     )
