@@ -32,7 +32,7 @@ class Reporter:
             print(line, file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
-        log.warning(message)
+        log.info("warning: %s", message)  # printed below; the run log keeps it too
         print(f"composeguard: warning: {message}", file=sys.stderr, flush=True)
 
 

@@ -145,9 +145,12 @@ class LabProject:
     def snapshot_tree(self, name: str) -> dict[str, str]:
         if STORAGE == "zfs":
             ds, snap = name.split("@", 1)
-            return tree(
-                Path(zfs("get", "-H", "-o", "value", "mountpoint", ds).strip()) / ".zfs" / "snapshot" / snap
-            )
+            mountpoint = Path(zfs("get", "-H", "-o", "value", "mountpoint", ds).strip())
+            path = mountpoint / ".zfs" / "snapshot" / snap
+            try:
+                return tree(path)
+            finally:  # reading automounted the snapshot: unmount it, as a user would leave it
+                subprocess.run(["umount", str(path)], capture_output=True)
         return tree(Path(name))
 
     def failed_tree(self, name: str) -> dict[str, str]:
