@@ -31,7 +31,7 @@ from composeguard.pins import PinFile
 from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
 from composeguard.probe import ProbeResult, probe_all
 from composeguard.report import Reporter, short
-from composeguard.storage.base import Snapshot, SnapshotTags
+from composeguard.storage.base import Dataset, Snapshot, SnapshotTags
 from composeguard.storage.mounts import read_mounts
 
 log = logging.getLogger("composeguard.transaction")
@@ -550,10 +550,27 @@ def apply_retention(project: Project, rep: Reporter) -> None:
 BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")
 
 
+def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter) -> None:
+    """A kill between making a snapshot and journaling it (or, on ZFS, after the one atomic
+    snapshot of several datasets) leaves snapshots the journal does not list: take them into
+    the journal, so that the abort destroys them or the rollback can use them."""
+    recorded = {Snapshot.from_json(s).dataset.name for s in j.snapshots}
+    backend = _backends(project)
+    for d in (Dataset.from_json(x) for x in j.datasets):
+        if d.name in recorded:
+            continue
+        snap = backend(d.backend).find_snapshot(d, j.project, j.id)
+        if snap is not None:
+            rep.step(f"found the unrecorded snapshot {snap.name}")
+            j.snapshots.append(snap.to_json())
+            j.save()
+
+
 def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     """Finish a transaction that was killed: before its snapshots were complete it is undone
     (nothing had changed); after that it is rolled back to the old version on the old data."""
     rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
+    _adopt_unrecorded_snapshots(project, j, rep)
     pins = PinFile(project.name)
     pin_files = pins.applied_file(set(project.services))
     if j.phase in BEFORE_SNAPSHOTS:

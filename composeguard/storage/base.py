@@ -67,6 +67,10 @@ class Backend(Protocol):
     def snapshot(self, datasets: list[Dataset], tags: SnapshotTags, on_each: Any = None) -> list[Snapshot]:
         """Snapshot ``datasets`` (atomically per pool where the storage can)."""
 
+    def find_snapshot(self, dataset: Dataset, project: str, txn: str) -> Snapshot | None:
+        """The snapshot transaction ``txn`` made of ``dataset``, if it exists. Used by recover:
+        a kill between making a snapshot and journaling it must not leave it behind."""
+
     def restore(self, snapshot: Snapshot, txn: str) -> str:
         """Put the dataset back to ``snapshot``; keep and return the name of the failed state."""
 

@@ -139,6 +139,16 @@ class BtrfsBackend:
                 on_each(snap)
         return snaps
 
+    def find_snapshot(self, dataset: Dataset, project: str, txn: str) -> Snapshot | None:
+        target = self.txn_dir(dataset, project, txn) / "pre" / self._rel(dataset)
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return None
+        if st.st_ino != SUBVOLUME_ROOT_INO or not stat.S_ISDIR(st.st_mode):
+            return None
+        return Snapshot(dataset, str(target))
+
     def _check_same_fs(self, tdir: Path, d: Dataset) -> None:
         existing = tdir
         while not existing.exists():

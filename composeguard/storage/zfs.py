@@ -148,6 +148,12 @@ class ZfsBackend:
                     on_each(snap)
         return out
 
+    def find_snapshot(self, dataset: Dataset, project: str, txn: str) -> Snapshot | None:
+        name = snapshot_name(dataset.name, txn)
+        if not exists(name) or get(name, f"{PROP}txn") != txn:
+            return None
+        return Snapshot(dataset, name, {"local_properties": local_properties(dataset.name)})
+
     @staticmethod
     def _snapshot(names: list[str], props: dict[str, str]) -> None:
         if not names:

@@ -24,6 +24,20 @@ ZFS_POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "cgtest")
 ZFS_MNT = Path(os.environ.get("COMPOSEGUARD_ZFS_MNT", "/nonexistent"))
 
 
+# The guest runs under TCG, several times slower: timings that fit the host would fail there
+# for no fault of the image. Same scenarios, slower clock.
+FAST = {"timeout": 60, "settle": 3} if STORAGE != "zfs" else {"timeout": 240, "settle": 10}
+GUEST_HEALTHCHECK = {"interval": "5s", "timeout": "30s", "start_period": "20s", "retries": 3}
+
+
+def app_service(image: str, volume: Path, healthcheck: bool = True, **extra) -> dict:
+    """A service of the lab's app image with its data volume at /data."""
+    svc = {"image": image, "volumes": [f"{volume}:/data"], **extra}
+    if healthcheck and STORAGE == "zfs":
+        svc["healthcheck"] = GUEST_HEALTHCHECK
+    return svc
+
+
 def zfs(*args: str) -> str:
     return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True).stdout
 

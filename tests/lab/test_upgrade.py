@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import STORAGE, ZFS_POOL, LabProject, tree
+from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, tree
+from tests.lab.labproject import app_service as lab_app_service
 
 pytestmark = pytest.mark.lab
 
-FAST = {"timeout": 60, "settle": 3} if STORAGE != "zfs" else {"timeout": 240, "settle": 10}
 
 
 def sha(text: str) -> str:
@@ -25,12 +25,7 @@ DATA = {"db.txt": "precious data D\n", "users.csv": "id,name\n1,ada\n"}
 
 
 def app_service(p: LabProject, volume: Path, healthcheck: bool = True, **extra) -> dict:
-    svc = {"image": f"{p.repo}/app:latest", "volumes": [f"{volume}:/data"], **extra}
-    if healthcheck and STORAGE == "zfs":
-        # The guest runs under TCG, several times slower: the image's 1 s healthcheck would
-        # fail there for no fault of the image. Same test, slower clock.
-        svc["healthcheck"] = {"interval": "5s", "timeout": "30s", "start_period": "20s", "retries": 3}
-    return svc
+    return lab_app_service(f"{p.repo}/app:latest", volume, healthcheck, **extra)
 
 
 def deploy_v1(p: LabProject, doc: dict) -> None:
