@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from composeguard import execute
-from composeguard.compose.docker import DaemonUnreachable, inspect_container, wait_for_daemon
+from composeguard.compose.docker import DaemonUnreachable, inspect_containers, wait_for_daemon
 from composeguard.entry import docker_binary
 from composeguard.settings import EffectiveSettings, Probe
 
 log = logging.getLogger("composeguard.probe")
-POLL = 0.5
+POLL = 0.25  # one batched docker inspect per round, whatever the number of services
 
 
 @dataclass(frozen=True)
@@ -46,51 +46,85 @@ def _started_at(state: dict) -> float | None:
     return dt.datetime.fromisoformat(m.group(1) + (m.group(2) or "") + "+00:00").timestamp()
 
 
-def wait_ready(
-    container_id: str,
-    settings: EffectiveSettings,
-    deadline: float,
-    now: Callable[[], float] = time.time,
-) -> tuple[bool, str]:
-    """Watch one container until it is healthy (or stable) or fails. (ok, detail)."""
+@dataclass
+class Watch:
+    """What the probe knows about one container between two polls."""
+
+    service: str
+    container_id: str
+    settings: EffectiveSettings
+    started: float
     first_restarts: int | None = None
-    while True:
+    ended: float = 0.0  # when the verdict was reached
+
+    @property
+    def deadline(self) -> float:
+        return self.started + self.settings.timeout
+
+
+def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
+    """The verdict on one container from its ``docker inspect``: (ok, detail), or None while
+    it is still starting. Pure, so that every rule is unit-tested."""
+    if not info:
+        return False, "the container disappeared"
+    state = info.get("State") or {}
+    restarts = int(info.get("RestartCount") or 0)
+    if w.first_restarts is None:
+        w.first_restarts = restarts
+    status = state.get("Status")
+    if status in ("exited", "dead"):
+        return False, f"exited with code {state.get('ExitCode')}"
+    if state.get("Restarting") or restarts > w.first_restarts or status == "restarting":
+        return False, f"restart loop (restarted {restarts} times)"
+    health = state.get("Health")
+    if health:
+        hs = health.get("Status")
+        if hs == "healthy":
+            return True, "healthy"
+        if hs == "unhealthy":
+            logs = health.get("Log") or []
+            last = (logs[-1].get("Output") or "").strip().splitlines() if logs else []
+            return False, "unhealthy" + (f": {last[-1]}" if last else "")
+    elif status == "running":
+        started = _started_at(state)
+        if started is not None and now - started >= w.settings.settle:
+            return True, f"running and stable for {w.settings.settle:g}s"
+    if now >= w.deadline:
+        what = f"health is {health.get('Status')}" if health else f"status is {status}"
+        return False, f"not ready after {w.settings.timeout:g}s ({what})"
+    return None
+
+
+def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> dict[str, tuple[bool, str]]:
+    """Poll every container until each is healthy (or stable) or has failed: ONE batched
+    ``docker inspect`` per round for all of them, however many services change."""
+    verdicts: dict[str, tuple[bool, str]] = {}
+    pending = {w.container_id: w for w in watches}
+    while pending:
         try:
-            info = inspect_container(container_id)
+            found = {c.get("Id", ""): c for c in inspect_containers(list(pending))}
         except DaemonUnreachable:
-            # dockerd is restarting: wait for it within the probe's own deadline
-            if now() >= deadline or not wait_for_daemon(max(deadline - now(), 1.0)):
-                return False, "dockerd did not answer"
-            first_restarts = None  # a daemon restart restarts containers: count afresh
+            # dockerd is restarting: wait for it within the probes' own deadline
+            latest = max(w.deadline for w in pending.values())
+            if now() >= latest or not wait_for_daemon(max(latest - now(), 1.0)):
+                for cid in pending:
+                    verdicts[cid] = (False, "dockerd did not answer")
+                    pending[cid].ended = now()
+                return verdicts
+            for w in pending.values():
+                w.first_restarts = None  # a daemon restart restarts containers: count afresh
             continue
-        if not info:
-            return False, "the container disappeared"
-        state = info.get("State") or {}
-        restarts = int(info.get("RestartCount") or 0)
-        if first_restarts is None:
-            first_restarts = restarts
-        status = state.get("Status")
-        if status in ("exited", "dead"):
-            return False, f"exited with code {state.get('ExitCode')}"
-        if state.get("Restarting") or restarts > first_restarts or status == "restarting":
-            return False, f"restart loop (restarted {restarts} times)"
-        health = state.get("Health")
-        if health:
-            hs = health.get("Status")
-            if hs == "healthy":
-                return True, "healthy"
-            if hs == "unhealthy":
-                logs = health.get("Log") or []
-                last = (logs[-1].get("Output") or "").strip().splitlines() if logs else []
-                return False, "unhealthy" + (f": {last[-1]}" if last else "")
-        elif status == "running":
-            started = _started_at(state)
-            if started is not None and now() - started >= settings.settle:
-                return True, f"running and stable for {settings.settle:g}s"
-        if now() >= deadline:
-            what = f"health is {health.get('Status')}" if health else f"status is {status}"
-            return False, f"not ready after {settings.timeout:g}s ({what})"
-        time.sleep(POLL)
+        t = now()
+        for cid, w in list(pending.items()):
+            info = found.get(cid) or next((v for k, v in found.items() if k.startswith(cid)), {})
+            verdict = judge(w, info, t)
+            if verdict is not None:
+                verdicts[cid] = verdict
+                w.ended = t
+                del pending[cid]
+        if pending:
+            time.sleep(POLL)
+    return verdicts
 
 
 def run_extra_probe(probe: Probe, container_id: str) -> tuple[bool, str]:
@@ -115,24 +149,30 @@ def run_extra_probe(probe: Probe, container_id: str) -> tuple[bool, str]:
     return proc.returncode == 0, f"exec {' '.join(cmd)}: exit {proc.returncode}"
 
 
-def probe_container(service: str, container_id: str, settings: EffectiveSettings) -> ProbeResult:
-    t0 = time.time()
-    deadline = t0 + settings.timeout
-    ok, detail = wait_ready(container_id, settings, deadline)
-    if ok and settings.probe:
-        retrying = Retrying(
-            stop=stop_after_delay(max(deadline - time.time(), 1.0)),
-            wait=wait_fixed(1),
-            retry=retry_if_result(lambda r: not r[0]),
-            retry_error_callback=lambda state: state.outcome.result(),
-        )
-        ok, detail = retrying(run_extra_probe, settings.probe, container_id)
-    return ProbeResult(service, ok, detail, time.time() - t0)
+def _extra_probe(w: Watch) -> tuple[bool, str]:
+    assert w.settings.probe is not None
+    retrying = Retrying(
+        stop=stop_after_delay(max(w.deadline - time.time(), 1.0)),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda r: not r[0]),
+        retry_error_callback=lambda state: state.outcome.result(),
+    )
+    verdict = retrying(run_extra_probe, w.settings.probe, w.container_id)
+    w.ended = time.time()
+    return verdict
 
 
 def probe_all(targets: list[tuple[str, str, EffectiveSettings]]) -> list[ProbeResult]:
-    """Probe (service, container id, settings) triples in parallel."""
+    """Probe (service, container id, settings) triples together, each within its own timeout;
+    the extra probes of the ready ones run in parallel."""
     if not targets:
         return []
-    with ThreadPoolExecutor(max_workers=min(len(targets), 32)) as pool:
-        return list(pool.map(lambda t: probe_container(*t), targets))
+    t0 = time.time()
+    watches = [Watch(s, cid, st, t0) for s, cid, st in targets]
+    verdicts = wait_ready(watches)
+    extra = [w for w in watches if verdicts[w.container_id][0] and w.settings.probe]
+    if extra:
+        with ThreadPoolExecutor(max_workers=min(len(extra), 32)) as pool:
+            for w, verdict in zip(extra, pool.map(_extra_probe, extra), strict=True):
+                verdicts[w.container_id] = verdict
+    return [ProbeResult(w.service, *verdicts[w.container_id], w.ended - t0) for w in watches]

@@ -29,6 +29,6 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     # dockerd and a registry run inside the guest (--docker); tests/lab/test_upgrade.py runs
     # there with COMPOSEGUARD_LAB_STORAGE=zfs, so its volumes are ZFS datasets.
     COMPOSEGUARD_REQUIRE_LAB=1 bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q \
-        -p no:cacheprovider -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py
+        -p no:cacheprovider -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_kill_recovery.py
 fi
 step "all tests passed"

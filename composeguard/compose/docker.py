@@ -141,18 +141,10 @@ def daemon_unreachable(stderr: str) -> bool:
     return "cannot connect to the docker daemon" in s or "is the docker daemon running" in s
 
 
-def inspect_container(container_id: str) -> dict[str, Any]:
-    """The raw ``docker inspect`` of one container (fresh every call; used by the probes).
-    {} when the container does not exist; DaemonUnreachable when dockerd does not answer."""
-    import json
-
-    proc = execute.run([docker_binary(), "container", "inspect", container_id], check=False)
-    if proc.returncode != 0:
-        if daemon_unreachable(proc.stderr):
-            raise DaemonUnreachable("dockerd does not answer")
-        return {}
-    data = json.loads(proc.stdout or "[]")
-    return data[0] if data else {}
+def inspect_containers(ids: list[str]) -> list[dict[str, Any]]:
+    """The raw ``docker inspect`` of these containers in one process (fresh every call; used
+    by the probes); missing ones are left out; DaemonUnreachable when dockerd does not answer."""
+    return _inspect("container", ids)
 
 
 def wait_for_daemon(timeout: float) -> bool:
