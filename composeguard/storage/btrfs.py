@@ -60,6 +60,7 @@ class BtrfsBackend:
     def __init__(self, mounts: list[Mount], snapshot_dir: str = ".composeguard-snapshots") -> None:
         self.mounts = mounts
         self.snapshot_dir = snapshot_dir
+        self._listing: dict[str, list[tuple[int, int, str]]] = {}  # mountpoint -> subvolumes
 
     # -- discovery -------------------------------------------------------------------------
     def dataset_for(self, path: str) -> Dataset:
@@ -81,10 +82,28 @@ class BtrfsBackend:
                 f"{path} is not in a subvolume of its own on the Btrfs filesystem at {m.mountpoint} "
                 f"(make it one: btrfs subvolume create)"
             )
-        nested = execute.run(["btrfs", "subvolume", "list", "-o", str(p)]).stdout.strip()
-        if nested:
+        if self._has_nested(p, m):
             raise Unprotected(f"the subvolume {p} has nested subvolumes, which a snapshot would miss")
         return Dataset(backend=self.kind, name=str(p), pool=m.source, mountpoint=m.mountpoint)
+
+    def _has_nested(self, subvolume: Path, m: Mount) -> bool:
+        """Whether a subvolume lies below ``subvolume``. One ``btrfs subvolume list`` per
+        filesystem for all the project's subvolumes (not one per subvolume: on a pool with
+        hundreds of snapshots each call reads them all)."""
+        if m.mountpoint not in self._listing:
+            out = execute.run(["btrfs", "subvolume", "list", m.mountpoint]).stdout
+            entries = []
+            for line in out.splitlines():
+                parts = line.split(" ", 8)  # ID <id> gen <gen> top level <id> path <path>
+                if len(parts) == 9 and parts[0] == "ID" and parts[7] == "path":
+                    entries.append((int(parts[1]), int(parts[6]), parts[8]))
+            self._listing[m.mountpoint] = entries
+        entries = self._listing[m.mountpoint]
+        rel = os.path.normpath(os.path.join(m.root.lstrip("/"), os.path.relpath(subvolume, m.mountpoint)))
+        own = [sid for sid, _, path in entries if path == rel]
+        if len(own) != 1:  # not in the listing as expected: ask about this one directly
+            return bool(execute.run(["btrfs", "subvolume", "list", "-o", str(subvolume)]).stdout.strip())
+        return any(top == own[0] for _, top, _ in entries)
 
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         kind, amount = parse_size_or_percent(min_free)

@@ -324,6 +324,24 @@ def test_bind_mount_that_cannot_be_snapshotted(deployed: Deployed, tmp_path: Pat
     d.assert_unchanged(before, plain)
 
 
+def test_subvolume_with_a_nested_subvolume(deployed: Deployed) -> None:
+    """A snapshot does not descend into a nested subvolume: its data would silently be left
+    out of the rollback, so the volume is refused (exit 2) and names the subvolume."""
+    d = deployed
+    inner = d.vol / "inner"
+    run(["btrfs", "subvolume", "create", str(inner)], check=True)
+    (inner / "rows.txt").write_text("in the nested subvolume\n")
+    try:
+        before = d.observe()
+
+        r = cg(d.p, *UP)
+
+        one_line(r, 2, "/data", "not protected", f"the subvolume {d.vol} has nested subvolumes", alone=False)
+        d.assert_unchanged(before)
+    finally:
+        run(["btrfs", "subvolume", "delete", str(inner)], check=True)
+
+
 def test_named_volume_with_a_non_local_driver(deployed: Deployed) -> None:
     d = deployed
     d.rewrite([f"{d.vol}:/data", "remote:/remote"], top_volumes={"remote": {"driver": "rexray/s3fs"}})
