@@ -342,13 +342,16 @@ def _run_transaction(
         for kind in sorted({d.backend for d in datasets}):
             group = [d for d in datasets if d.backend == kind]
 
-            def saved(snap: Snapshot) -> None:
+            # The journal already lists the datasets and the snapshot names follow from the
+            # transaction ID, so it is written once per backend, not once per snapshot (a
+            # snapshot made just before a kill is found by `recover`).
+            def made(snap: Snapshot) -> None:
                 j.snapshots.append(snap.to_json())
-                j.save()
                 if len(j.snapshots) == 1 and len(datasets) > 1:
                     pause_point("between-snapshots")
 
-            backend(kind).snapshot(group, tags, on_each=saved)
+            backend(kind).snapshot(group, tags, on_each=made)
+            j.save()
         j.step("snapshotted")
         rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
     except BaseException as e:  # noqa: BLE001 - Ctrl-C included: undo, then report

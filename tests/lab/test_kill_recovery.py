@@ -80,6 +80,9 @@ def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str,
         assert len(r.stderr.strip().splitlines()) == 1
     r = p.cg("recover")
     assert r.returncode == 0, r.stderr
+    if point == "between-snapshots" and then == "recover":
+        # the journal is written after the snapshots: the one made before the kill is found
+        assert "found the unrecorded snapshot" in r.stderr
     if then == "up-again" and not journals:
         r = p.cg("up", "-d")  # killed before any journal: the next up simply runs
         assert r.returncode == 3, r.stderr
@@ -101,28 +104,3 @@ def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str,
     assert [s for s in kept if not p.exists(s)] == [], "a snapshot of a rolled-back transaction was lost"
     assert on_disk == kept, "every snapshot left on disk belongs to a rolled-back transaction's journal"
 
-
-@pytest.mark.skipif(STORAGE == "zfs", reason="on ZFS the 'between-snapshots' kill covers this")
-def test_snapshot_made_but_not_journaled_is_not_leaked(lab_project: LabProject, tmp_path: Path) -> None:
-    """A kill after `btrfs subvolume snapshot` returned but before the journal recorded it.
-    The window is a few instructions wide, so the test widens it: it kills composeguard after
-    the first snapshot and makes the second one itself, exactly where composeguard would have."""
-    p = lab_project
-    app_vol, db_vol, _, _ = two_service_project(p)
-    p.push("lab/app:v2", "app")
-    kill_at(p, "between-snapshots", tmp_path)
-    (txn,) = p.history()
-    (recorded,) = [s["name"] for s in txn["snapshots"]]
-    other = db_vol if Path(recorded).name == app_vol.name else app_vol
-    unrecorded = Path(recorded).parent / other.name
-    subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(other), str(unrecorded)], check=True,
-                   capture_output=True)
-
-    r = p.cg("recover")
-
-    assert r.returncode == 0, r.stderr
-    assert f"found the unrecorded snapshot {unrecorded}" in r.stderr
-    assert p.history()[-1]["outcome"] == "aborted"
-    assert not unrecorded.exists() and not Path(recorded).exists()
-    assert p.snapshots() == []
-    assert p.container("app")["State"]["Status"] == "running"
