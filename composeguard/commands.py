@@ -51,7 +51,21 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
         )
     click.echo(f"  rollback unit: {', '.join(plan.unit)}")
     for d in plan.datasets():
-        click.echo(f"  would snapshot {d.backend} {d.name}")
+        use = plan.usage.get(d.name)
+        if use is None or use.restore == "whole":
+            click.echo(f"  would snapshot {d.backend} {d.name}: exclusive to the unit, restored whole")
+            continue
+        how = use.method + (f", {use.size / 2**20:.1f} MiB" if use.method == "copy" else "")
+        click.echo(
+            f"  would snapshot {d.backend} {d.name}: shared, a rollback restores only "
+            f"{', '.join(use.unit_paths)} (by {how})"
+        )
+        for why in use.others:
+            click.echo(f"      also in it: {why}")
+        if use.whole_refused:
+            click.echo(f"      not restorable whole: {use.whole_refused}")
+    for c in plan.conflicts():
+        click.echo(f"  CANNOT guard: {c}")
     for s in plan.unit:
         for u in plan.storage[s].unprotected:
             click.echo(f"  NOT protected  {s}:{u.target}: {u.reason}")
@@ -79,7 +93,11 @@ def history_command(project: str, as_json: bool) -> None:
             click.echo(f"    reason: {j.reason}")
         for s in j.snapshots:
             state = "released" if j.snapshots_released else "kept"
-            click.echo(f"    snapshot ({state}): {s['name']}")
+            r = j.restores.get(s["dataset"]["name"])
+            kind = "" if r is None else f"; shared: directory-level restore of {', '.join(r['paths'])}"
+            if r is None and j.outcome in ("rolled-back", "rollback-failed"):
+                kind = "; restored whole"
+            click.echo(f"    snapshot ({state}{kind}): {s['name']}")
         for f in j.failed_states:
             click.echo(f"    failed state: {f}")
 

@@ -21,6 +21,13 @@ POINTS = (
     "restored-one",  # rollback: the first dataset is restored, the others not yet
     "pinned",  # rollback: the pins are written, the old version not yet started
 )
+# Steps of a directory-level restore of a shared dataset (storage/pathrestore.py); reached
+# only when the unit's data lives in a dataset that other data shares.
+DIR_POINTS = (
+    "failed-snapshotted",  # the failed state is kept as a snapshot; no path touched yet
+    "dir-copied",  # the first path's copy is complete in its staging directory, not swapped in
+    "dir-swapped",  # the first path (or entry) is swapped in; the others not yet
+)
 
 
 def pause_point(name: str) -> None:

@@ -51,6 +51,9 @@ class Journal:
     datasets: list[dict[str, Any]] = field(default_factory=list)
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     failed_states: list[str] = field(default_factory=list)
+    # dataset name -> its directory-level restore (shared datasets only; see
+    # storage/pathrestore.py): paths, method, the failed-state snapshot and the progress
+    restores: dict[str, dict[str, Any]] = field(default_factory=dict)
     compose_args: list[str] = field(default_factory=list)
     up_args: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)

@@ -5,6 +5,7 @@ Shared by ``plan`` (changes nothing) and the guarded ``up``/``update`` (which th
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,7 +14,10 @@ from composeguard.compose.project import Project
 from composeguard.errors import ConfigError
 from composeguard.pins import PinFile
 from composeguard.storage.base import Dataset
+from composeguard.storage.mounts import read_mounts
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
+from composeguard.storage.treecopy import tree_usage
+from composeguard.storage.usage import DatasetUse, analyse, is_inside
 from composeguard.unit import rollback_unit
 
 
@@ -43,12 +47,16 @@ class Plan:
     changes: dict[str, Change]
     unit: list[str] = field(default_factory=list)
     storage: dict[str, ServiceStorage] = field(default_factory=dict)
+    usage: dict[str, DatasetUse] = field(default_factory=dict)  # dataset name -> how it is restored
+    below: list[Dataset] = field(default_factory=list)  # ZFS child datasets inside the unit's data
 
     def datasets(self) -> list[Dataset]:
         seen: dict[str, Dataset] = {}
         for s in self.unit:
             for d in self.storage[s].datasets:
                 seen.setdefault(d.name, d)
+        for d in self.below:
+            seen.setdefault(d.name, d)
         return list(seen.values())
 
     def refusals(self, allow_all: bool) -> list[tuple[str, NotProtected]]:
@@ -61,12 +69,18 @@ class Plan:
             out += [(s, u) for u in self.storage[s].unprotected]
         return out
 
+    def conflicts(self) -> list[str]:
+        return [c for u in self.usage.values() for c in u.conflicts]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "project": self.project.name,
             "changes": [asdict(c) for c in self.changes.values()],
             "unit": self.unit,
-            "datasets": [d.to_json() for d in self.datasets()],
+            "datasets": [
+                {**d.to_json(), **(self.usage[d.name].to_json() if d.name in self.usage else {})}
+                for d in self.datasets()
+            ],
             "services": {
                 s: {
                     "protected": [
@@ -161,9 +175,58 @@ def map_storage(plan: Plan) -> None:
     mapper = StorageMapper(project)
     storage = {s: mapper.for_service(project.services[s]) for s in plan.scope}
     deps = {s: [d for d in project.services[s].depends_on if d in storage] for s in storage}
-    ds = {s: [d.name for d in st.datasets] for s, st in storage.items()}
+    paths = {s: [os.path.realpath(p.path) for p in st.protected] for s, st in storage.items()}
     plan.storage = storage
-    plan.unit = rollback_unit(plan.changes, deps, ds) if plan.changes else []
+    plan.unit = rollback_unit(plan.changes, deps, paths) if plan.changes else []
+    if plan.unit:
+        for d in plan.datasets():
+            plan.below += [c for c in mapper.backend(d.backend).descendants(d) if c not in plan.below]
+        plan.usage = classify_datasets(plan, mapper)
+
+
+def classify_datasets(plan: Plan, mapper: StorageMapper) -> dict[str, DatasetUse]:
+    """Exclusive or shared, for every dataset of the unit (``storage/usage.py``): one
+    ``docker ps -a`` + one batched inspect for every container on the host, one listing of
+    the directories on the way to the unit's paths, one read of mountinfo."""
+    unit = set(plan.unit)
+    others = [
+        c
+        for c in docker.all_container_uses()
+        if not (c.project == plan.project.name and c.service in unit)
+    ]
+    datasets = plan.datasets()
+    root_dir = docker.data_root() if datasets else None
+    mounts = read_mounts()
+    own_mounts = [d.files_at for d in datasets]
+    all_unit_paths = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected]
+    out: dict[str, DatasetUse] = {}
+    for d in datasets:
+        backend = mapper.backend(d.backend)
+        unit_paths = [
+            os.path.realpath(p.path)
+            for s in plan.unit
+            for p in plan.storage[s].protected
+            if p.dataset.name == d.name
+        ]
+        if any(is_inside(d.files_at, u) for u in all_unit_paths):
+            unit_paths.append(d.files_at)  # a child dataset inside a unit volume: all of it is the unit's
+        use = analyse(
+            d,
+            d.files_at,
+            unit_paths,
+            others,
+            root_dir,
+            mounts,
+            dataset_mounts=own_mounts,
+            nested=backend.nested(d),
+        )
+        use.whole_refused = backend.whole_refused(d)
+        if use.restore == "paths":
+            use.method = backend.copy_method(d)
+            if use.method == "copy":
+                use.size = sum(tree_usage(p)[1] for p in use.unit_paths if os.path.isdir(p))
+        out[d.name] = use
+    return out
 
 
 def registry_digests(project: Project) -> dict[str, str]:

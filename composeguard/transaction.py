@@ -33,6 +33,7 @@ from composeguard.probe import ProbeResult, probe_all
 from composeguard.report import Reporter, short
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags
 from composeguard.storage.mounts import read_mounts
+from composeguard.storage.pathrestore import cleanup, restore_paths
 
 log = logging.getLogger("composeguard.transaction")
 
@@ -246,6 +247,9 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
             f"Nothing was changed. Allow it with x-composeguard: {{unprotected: allow}} "
             f"or --allow-unprotected"
         )
+    conflicts = plan.conflicts()
+    if conflicts:
+        raise ConfigError(f"cannot guard this upgrade: {conflicts[0]}. Nothing was changed")
     datasets = plan.datasets()
     mapper_backends = _backends(project)
     for kind in sorted({d.backend for d in datasets}):
@@ -257,7 +261,30 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
             raise
         except StorageError as e:
             raise GuardError(f"{e}; nothing was changed") from e
+    for d in datasets:  # a directory-level restore by byte copy needs room for the copy
+        use = plan.usage.get(d.name)
+        if use and use.restore == "paths" and use.method == "copy":
+            free = mapper_backends(d.backend).free_bytes(d)
+            if free < use.size * 1.1:
+                raise GuardError(
+                    f"{d.name} is shared, so a rollback would copy {_mib(use.size)} back from the "
+                    f"snapshot, but only {_mib(free)} is free; nothing was changed"
+                )
     return run_transaction(project, plan, pins, pin_files, req, rep)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def describe_restore(d: Dataset, use: dict) -> str:
+    """'btrfs:/srv/pool/appdata (shared: restores a, b by reflink)' for the progress lines."""
+    if not use or use.get("restore") != "paths":
+        return f"{d.backend}:{d.name}"
+    method = use.get("method", "")
+    how = f"by {method}" + (f" of {_mib(use.get('size', 0))}" if method == "copy" else "")
+    paths = ", ".join(os.path.relpath(p, use.get("root") or d.name) for p in use.get("paths", []))
+    return f"{d.backend}:{d.name} (shared: restores {paths} {how})"
 
 
 def _backends(project: Project):
@@ -316,6 +343,18 @@ def _run_transaction(
         )
     datasets = plan.datasets()
     j.datasets = [d.to_json() for d in datasets]
+    for d in datasets:
+        use = plan.usage.get(d.name)
+        if use is not None and use.restore == "paths":
+            j.restores[d.name] = {
+                "restore": "paths",
+                "root": use.root,
+                "paths": use.unit_paths,
+                "method": use.method,
+                "size": use.size,
+                "used_by": use.others,
+                "child_mounts": [x.mountpoint for x in datasets if x.name.startswith(d.name + "/")],
+            }
     j.step("recorded")
     for c in j.changes.values():
         rep.step(
@@ -324,7 +363,7 @@ def _run_transaction(
     rep.step(
         f"transaction {j.id}: rollback unit {', '.join(plan.unit)}; "
         f"{len(datasets)} dataset(s) to snapshot: "
-        + (", ".join(f"{d.backend}:{d.name}" for d in datasets) or "none")
+        + (", ".join(describe_restore(d, j.restores.get(d.name, {})) for d in datasets) or "none")
     )
 
     backend = _backends(project)
@@ -478,15 +517,22 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
         j.step("restoring")
         pause_point("restoring")
         failed_states = []
-        for s in j.snapshots:
+        for n, s in enumerate(j.snapshots):
             snap = Snapshot.from_json(s)
-            failed_states.append(backend(snap.dataset.backend).restore(snap, j.id))
-            if len(failed_states) == 1 and len(j.snapshots) > 1:
+            record = j.restores.get(snap.dataset.name)
+            if record is not None:
+                rep.step(f"restoring {describe_restore(snap.dataset, record)}")
+                failed_states += restore_paths(
+                    backend(snap.dataset.backend), snap, record, j.project, j.id, j.save
+                )
+            else:
+                failed_states.append(backend(snap.dataset.backend).restore(snap, j.id))
+            if n == 0 and len(j.snapshots) > 1:
                 pause_point("restored-one")
         j.failed_states = failed_states
         j.step("restored")
         rep.step(
-            f"restored {len(failed_states)} dataset(s); failed state kept at "
+            f"restored {len(j.snapshots)} dataset(s); failed state kept at "
             + (", ".join(failed_states) or "(no datasets)")
         )
         for s, c in j.changes.items():
@@ -519,6 +565,11 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             f"the rollback of {j.id} failed at step '{phase}': {e}. The pre-upgrade snapshots "
             f"are kept ({snaps}); fix the cause, then run `composeguard recover`"
         ) from e
+    for name, record in j.restores.items():
+        try:  # the moved-aside failed directories (their contents are in the failed snapshot)
+            cleanup(record, j.id)
+        except (OSError, StorageError) as e:
+            rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
     j.finish(ROLLED_BACK, reason)
     raise RolledBack(
         f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "

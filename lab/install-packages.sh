@@ -31,7 +31,7 @@ apt_install() {
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
-apt_install docker.io docker-registry btrfs-progs busybox-static iproute2 util-linux \
+apt_install docker.io docker-registry btrfs-progs busybox-static iproute2 util-linux acl \
     python3-venv ca-certificates systemd
 
 if [ "$want_zfs" -eq 1 ]; then

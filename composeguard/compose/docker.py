@@ -200,3 +200,58 @@ def save_logs(container_id: str, path: str) -> None:
 
 def tag_image(image_id: str, ref: str) -> None:
     execute.run([docker_binary(), "image", "tag", image_id, ref])
+
+
+@dataclass(frozen=True)
+class ContainerUse:
+    """One container on the host (any project or none) and the host paths it mounts."""
+
+    id: str
+    name: str
+    project: str  # "" for a container compose did not make
+    service: str
+    sources: tuple[tuple[str, str], ...]  # (mount type, host path) of its bind and volume mounts
+
+    def describe(self) -> str:
+        owner = f" of project {self.project}" if self.project else ""
+        return f"container {self.name}{owner}"
+
+
+def all_container_uses() -> list[ContainerUse]:
+    """Every container on the host, running or stopped, with the host paths it mounts: one
+    ``docker ps -a`` and one batched inspect. Used to find who else keeps data in a dataset."""
+    proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc"], check=False)
+    if proc.returncode != 0:
+        if daemon_unreachable(proc.stderr):
+            raise DaemonUnreachable("dockerd does not answer")
+        lines = (proc.stderr or "").strip().splitlines()
+        raise GuardError(f"docker: container ls failed: {lines[-1] if lines else proc.returncode}")
+    out = []
+    for d in _inspect("container", proc.stdout.split()):
+        labels = (d.get("Config") or {}).get("Labels") or {}
+        sources = tuple(
+            (str(m.get("Type", "")), str(m["Source"]))
+            for m in d.get("Mounts") or []
+            if m.get("Type") in ("bind", "volume") and m.get("Source")
+        )
+        out.append(
+            ContainerUse(
+                id=d["Id"],
+                name=str(d.get("Name", "")).lstrip("/"),
+                project=labels.get("com.docker.compose.project", ""),
+                service=labels.get("com.docker.compose.service", ""),
+                sources=sources,
+            )
+        )
+    return out
+
+
+def data_root() -> str:
+    """Docker's data-root (``DockerRootDir``): named volumes and image layers live there."""
+    proc = execute.run([docker_binary(), "info", "--format", "{{.DockerRootDir}}"], check=False)
+    if proc.returncode != 0:
+        if daemon_unreachable(proc.stderr):
+            raise DaemonUnreachable("dockerd does not answer")
+        lines = (proc.stderr or "").strip().splitlines()
+        raise GuardError(f"docker info failed: {lines[-1] if lines else proc.returncode}")
+    return proc.stdout.strip() or "/var/lib/docker"

@@ -14,13 +14,22 @@ class Dataset:
     name: str  # zfs: dataset name; btrfs: the subvolume's absolute path
     pool: str  # zfs: pool name; btrfs: the mount source (one filesystem)
     mountpoint: str  # where the filesystem that holds it is mounted
+    # Where its files are seen, when that is not ``name`` (btrfs) or ``mountpoint`` (zfs): a
+    # Btrfs subvolume mounted with subvol= is reached through a top-level mount (``name``)
+    # but its files are seen at its own mount point (``root``).
+    root: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Dataset:
-        return cls(**{k: d[k] for k in ("backend", "name", "pool", "mountpoint")})
+        return cls(**{k: d[k] for k in ("backend", "name", "pool", "mountpoint")}, root=d.get("root") or "")
+
+    @property
+    def files_at(self) -> str:
+        """The directory the dataset's files are seen at."""
+        return self.root or (self.name if self.backend == "btrfs" else self.mountpoint)
 
 
 @dataclass
@@ -73,6 +82,32 @@ class Backend(Protocol):
 
     def restore(self, snapshot: Snapshot, txn: str) -> str:
         """Put the dataset back to ``snapshot``; keep and return the name of the failed state."""
+
+    # -- what decides between a whole and a directory-level restore (storage/usage.py) ------
+    def nested(self, dataset: Dataset) -> list[str]:
+        """Paths of storage nested in ``dataset`` that its snapshot leaves out."""
+
+    def descendants(self, dataset: Dataset) -> list[Dataset]:
+        """Datasets inside ``dataset`` to snapshot with it (ZFS children)."""
+
+    def whole_refused(self, dataset: Dataset) -> str:
+        """Why ``dataset`` cannot be restored whole ("" when it can)."""
+
+    def copy_method(self, dataset: Dataset) -> str:
+        """How a directory-level restore copies from a snapshot: reflink | clone | copy."""
+
+    def free_bytes(self, dataset: Dataset) -> int:
+        """Bytes free for a directory-level restore's copy."""
+
+    # -- directory-level restore (storage/pathrestore.py) ----------------------------------
+    def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
+        """Where the live ``path`` is readable inside ``snapshot``."""
+
+    def snapshot_failed(self, dataset: Dataset, project: str, txn: str) -> tuple[str, str]:
+        """Keep the current (failed) state of ``dataset`` as a snapshot: (name, files at)."""
+
+    def done_reading(self, snapshot: Snapshot) -> None:
+        """Release what reading ``snapshot`` needed."""
 
     def destroy(self, name: str) -> None:
         """Destroy a snapshot or kept failed state that composeguard made."""

@@ -16,13 +16,14 @@ import json
 import logging
 import os
 import stat
+import urllib.parse
 from pathlib import Path
 
 from composeguard import execute
 from composeguard.errors import CommandError, ConfigError, StorageError
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
-from composeguard.storage.mounts import Mount, mount_for
+from composeguard.storage.mounts import Mount, mount_for, read_mounts
 
 log = logging.getLogger("composeguard.btrfs")
 
@@ -30,6 +31,7 @@ SUBVOLUME_ROOT_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of eve
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
 TAGS_FILE = "composeguard.json"
+TOP_BASE = "/run/composeguard/btrfs"  # top-level mounts of filesystems with subvol= data
 
 
 def _renameat2_exchange(a: str, b: str) -> None:
@@ -73,23 +75,72 @@ class BtrfsBackend:
         while os.stat(p).st_ino != SUBVOLUME_ROOT_INO and str(p) != m.mountpoint:
             p = p.parent
         if str(p) == m.mountpoint and m.root != "/":
-            raise Unprotected(
-                f"{path} is the Btrfs subvolume {m.root} mounted at {m.mountpoint} (subvol=): a mounted "
-                f"subvolume cannot be swapped back in place; keep the data in a subvolume inside it"
-            )
+            # A subvolume mounted with subvol= (a data directory in fstab, or the OS root `@`):
+            # snapshots cannot live inside it, so it is reached through a top-level mount of
+            # the same filesystem, and restored at the directories of the unit (see
+            # whole_refused): a mounted subvolume cannot be swapped in place.
+            top = self.top_mount(m.source)
+            name = os.path.join(top, m.root.lstrip("/"))
+            return Dataset(backend=self.kind, name=name, pool=m.source, mountpoint=top, root=str(p))
         if str(p) == m.mountpoint or os.stat(p).st_ino != SUBVOLUME_ROOT_INO:
             raise Unprotected(
                 f"{path} is not in a subvolume of its own on the Btrfs filesystem at {m.mountpoint} "
                 f"(make it one: btrfs subvolume create)"
             )
-        if self._has_nested(p, m):
-            raise Unprotected(f"the subvolume {p} has nested subvolumes, which a snapshot would miss")
         return Dataset(backend=self.kind, name=str(p), pool=m.source, mountpoint=m.mountpoint)
 
-    def _has_nested(self, subvolume: Path, m: Mount) -> bool:
-        """Whether a subvolume lies below ``subvolume``. One ``btrfs subvolume list`` per
-        filesystem for all the project's subvolumes (not one per subvolume: on a pool with
-        hundreds of snapshots each call reads them all)."""
+    def descendants(self, d: Dataset) -> list[Dataset]:
+        """Nested subvolumes are not part of a snapshot (see ``nested``): none to add."""
+        return []
+
+    def whole_refused(self, d: Dataset) -> str:
+        if d.root:
+            return f"it is mounted with subvol= at {d.root}, so it cannot be swapped in place"
+        return ""
+
+    def top_mount(self, source: str) -> str:
+        """The top level (subvolid=5) of the Btrfs filesystem on ``source``, mounted under
+        /run/composeguard/btrfs (root only), mounted now if it is not (e.g. after a reboot)."""
+        top = os.path.join(TOP_BASE, urllib.parse.quote(source, safe=""))
+        if not any(m.mountpoint == top and m.fstype == "btrfs" for m in self.mounts):
+            if not any(m.mountpoint == top and m.fstype == "btrfs" for m in read_mounts()):
+                _private_dirs(Path(top))
+                try:
+                    execute.run(["mount", "-t", "btrfs", "-o", "subvolid=5", source, top])
+                except CommandError as e:
+                    raise StorageError(
+                        f"cannot mount the top level of the Btrfs filesystem {source}: {_last_line(e.stderr)}"
+                    ) from e
+            self.mounts = read_mounts()
+        return top
+
+    def _ensure(self, path: str | Path) -> None:
+        """Mount the top level a recorded path goes through, if it is one (after a reboot)."""
+        rel = os.path.relpath(str(path), TOP_BASE)
+        if not rel.startswith(".."):
+            self.top_mount(urllib.parse.unquote(rel.split("/", 1)[0]))
+
+    def nested(self, d: Dataset) -> list[str]:
+        """Subvolumes below ``d`` (a snapshot of ``d`` leaves them out: they show up in it as
+        empty directories). One ``btrfs subvolume list`` per filesystem for all the
+        project's subvolumes (not one per subvolume: on a pool with hundreds of snapshots
+        each call reads them all)."""
+        m = mount_for(d.name, self.mounts)
+        if m is None:
+            return []
+        entries = self._list(m)
+        rel = os.path.normpath(os.path.join(m.root.lstrip("/"), os.path.relpath(d.name, m.mountpoint)))
+        out = []
+        for _, _, path in entries:
+            if path.startswith(rel + "/"):
+                inside = os.path.relpath(path, m.root.lstrip("/") or ".")
+                out.append(os.path.normpath(os.path.join(m.mountpoint, inside)))
+        if not any(path == rel for _, _, path in entries):  # not listed as expected: ask directly
+            listed = execute.run(["btrfs", "subvolume", "list", "-o", d.name]).stdout
+            out += [ln.split(" path ", 1)[1] for ln in listed.splitlines() if " path " in ln]
+        return sorted(set(out))
+
+    def _list(self, m: Mount) -> list[tuple[int, int, str]]:
         if m.mountpoint not in self._listing:
             out = execute.run(["btrfs", "subvolume", "list", m.mountpoint]).stdout
             entries = []
@@ -98,12 +149,45 @@ class BtrfsBackend:
                 if len(parts) == 9 and parts[0] == "ID" and parts[7] == "path":
                     entries.append((int(parts[1]), int(parts[6]), parts[8]))
             self._listing[m.mountpoint] = entries
-        entries = self._listing[m.mountpoint]
-        rel = os.path.normpath(os.path.join(m.root.lstrip("/"), os.path.relpath(subvolume, m.mountpoint)))
-        own = [sid for sid, _, path in entries if path == rel]
-        if len(own) != 1:  # not in the listing as expected: ask about this one directly
-            return bool(execute.run(["btrfs", "subvolume", "list", "-o", str(subvolume)]).stdout.strip())
-        return any(top == own[0] for _, top, _ in entries)
+        return self._listing[m.mountpoint]
+
+    # -- directory-level restore (storage/pathrestore.py) ----------------------------------
+    def copy_method(self, d: Dataset) -> str:
+        return "reflink"  # FICLONE: metadata only, the data is shared with the snapshot
+
+    def free_bytes(self, d: Dataset) -> int:
+        st = os.statvfs(d.files_at)
+        return st.f_bavail * st.f_frsize
+
+    def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
+        self._ensure(snapshot.name)
+        return os.path.join(snapshot.name, os.path.relpath(path, snapshot.dataset.files_at))
+
+    def snapshot_failed(self, d: Dataset, project: str, txn: str) -> tuple[str, str]:
+        """The failed state of a shared subvolume, kept read-only where a whole restore would
+        keep it (``<txn>/failed/<subvolume>``)."""
+        self._ensure(d.name)
+        target = self.txn_dir(d, project, txn) / "failed" / self._rel(d)
+        if not self._is_subvolume(target):
+            _private_dirs(target.parent)
+            try:
+                execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
+            except CommandError as e:
+                raise StorageError(
+                    f"cannot snapshot the failed state of {d.name}: {_last_line(e.stderr)}"
+                ) from e
+        return str(target), str(target)
+
+    def done_reading(self, snapshot: Snapshot) -> None:
+        """Nothing to release: a Btrfs snapshot is a directory."""
+
+    @staticmethod
+    def _is_subvolume(p: Path) -> bool:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            return False
+        return st.st_ino == SUBVOLUME_ROOT_INO and stat.S_ISDIR(st.st_mode)
 
     def check_free_space(self, datasets: list[Dataset], min_free: str) -> None:
         kind, amount = parse_size_or_percent(min_free)
@@ -142,10 +226,11 @@ class BtrfsBackend:
         the caller stops the changing services first so the set is consistent."""
         snaps = []
         for d in datasets:
+            self._ensure(d.name)
             tdir = self.txn_dir(d, tags.project, tags.txn)
             target = tdir / "pre" / self._rel(d)
             self._check_same_fs(tdir, d)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            _private_dirs(target.parent)
             self._write_tags(tdir, tags)
             if not target.exists():
                 try:
@@ -159,6 +244,7 @@ class BtrfsBackend:
         return snaps
 
     def find_snapshot(self, dataset: Dataset, project: str, txn: str) -> Snapshot | None:
+        self._ensure(dataset.name)
         target = self.txn_dir(dataset, project, txn) / "pre" / self._rel(dataset)
         try:
             st = os.lstat(target)
@@ -196,6 +282,7 @@ class BtrfsBackend:
     # -- restore ---------------------------------------------------------------------------
     def restore(self, snapshot: Snapshot, txn: str) -> str:
         d = snapshot.dataset
+        self._ensure(d.name)
         live = Path(d.name)
         txn_dir = Path(snapshot.name).parents[len(Path(self._rel(d)).parts)]  # .../<txn>
         failed = txn_dir / "failed" / self._rel(d)
@@ -228,15 +315,17 @@ class BtrfsBackend:
             return False
 
     def _keep_failed(self, staging: Path, failed: Path) -> None:
-        failed.parent.mkdir(parents=True, exist_ok=True)
+        _private_dirs(failed.parent)
         os.rename(staging, failed)
         execute.run(["btrfs", "property", "set", "-ts", str(failed), "ro", "true"])
 
     # -- cleanup ---------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
+        self._ensure(name)
         return os.path.lexists(name)
 
     def destroy(self, name: str) -> None:
+        self._ensure(name)
         p = Path(name)
         if not p.exists():
             return
@@ -252,6 +341,17 @@ class BtrfsBackend:
             if e.returncode and "No such file" in e.stderr:
                 return
             raise StorageError(f"cannot delete {name}: {_last_line(e.stderr)}") from e
+
+
+def _private_dirs(p: Path) -> None:
+    """Create ``p`` and its missing parents 0700: snapshot trees hold data whose own folder
+    may have been private."""
+    missing = []
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for q in reversed(missing):
+        os.mkdir(q, 0o700)
 
 
 def _last_line(text: str) -> str:

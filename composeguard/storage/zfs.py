@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 from composeguard import execute
 from composeguard.errors import CommandError, StorageError
@@ -90,6 +91,7 @@ class ZfsBackend:
 
     def __init__(self, mounts: list[Mount]) -> None:
         self.mounts = mounts
+        self._tree: dict[str, list[tuple[str, str, str]]] = {}
 
     # -- discovery -------------------------------------------------------------------------
     def dataset_for(self, path: str) -> Dataset:
@@ -97,15 +99,9 @@ class ZfsBackend:
         if m is None or m.fstype != "zfs" or "@" in m.source:
             raise Unprotected(f"{path} is not on a ZFS dataset")
         name = m.source
-        children = execute.run(
-            ["zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-d", "1", name], check=False
-        )
-        if children.returncode != 0:
-            raise Unprotected(f"the ZFS dataset {name} cannot be listed: {_last_line(children.stderr)}")
-        if len([c for c in children.stdout.splitlines() if c and c != name]):
-            raise Unprotected(
-                f"the ZFS dataset {name} has child datasets; give the service a dataset without children"
-            )
+        listed = execute.run(["zfs", "list", "-H", "-o", "name", name], check=False)
+        if listed.returncode != 0:
+            raise Unprotected(f"the ZFS dataset {name} cannot be listed: {_last_line(listed.stderr)}")
         return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0], mountpoint=m.mountpoint)
 
     def check_location(self, datasets: list[Dataset], project: str) -> None:
@@ -214,6 +210,75 @@ class ZfsBackend:
         if exists(failed) and get(failed, "readonly") != "on":
             zfs("set", "readonly=on", failed)
         return failed
+
+    # -- directory-level restore (storage/pathrestore.py) ----------------------------------
+    def whole_refused(self, d: Dataset) -> str:
+        if "/" not in d.name:
+            return "it is the pool's root dataset, which cannot be renamed"
+        if self._children(d.name):
+            return "it has child datasets, which a rename would carry away"
+        return ""
+
+    def _children(self, name: str) -> list[tuple[str, str, str]]:
+        """(name, mounted, mountpoint) of every dataset below ``name``, cached per run."""
+        if name not in self._tree:
+            out = zfs("list", "-H", "-r", "-t", "filesystem", "-o", "name,mounted,mountpoint", name)
+            rows = [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+            self._tree[name] = [(n, m, mp) for n, m, mp in rows if n != name]  # type: ignore[misc]
+        return self._tree[name]
+
+    def descendants(self, d: Dataset) -> list[Dataset]:
+        """The mounted datasets below ``d``: its files include theirs, so they are snapshotted
+        with it (in the same atomic lzc_snapshot) and restored each on its own."""
+        return [
+            Dataset(self.kind, n, d.pool, mp)
+            for n, mounted, mp in self._children(d.name)
+            if mounted == "yes" and PREFIX not in n
+        ]
+
+    def nested(self, d: Dataset) -> list[str]:
+        """ZFS child datasets are mounts; the mount check covers them."""
+        return []
+
+    def copy_method(self, d: Dataset) -> str:
+        """``clone`` when copy_file_range can clone blocks from the snapshot (the pool has the
+        block_cloning feature and the module enables it: OpenZFS >= 2.3 by default, 2.2.x
+        ships it off, 2.1 has none), else ``copy``: a byte copy."""
+        try:
+            with open("/sys/module/zfs/parameters/zfs_bclone_enabled", encoding="ascii") as f:
+                enabled = f.read().strip() == "1"
+        except OSError:
+            enabled = False
+        if not enabled:
+            return "copy"
+        feature = ["zpool", "get", "-H", "-o", "value", "feature@block_cloning", d.pool]
+        proc = execute.run(feature, check=False)
+        return "clone" if proc.returncode == 0 and proc.stdout.strip() in ("enabled", "active") else "copy"
+
+    def free_bytes(self, d: Dataset) -> int:
+        return int(get(d.name, "available"))
+
+    def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
+        snap = snapshot.name.split("@", 1)[1]
+        rel = os.path.relpath(path, snapshot.dataset.mountpoint)
+        return os.path.normpath(os.path.join(snapshot.dataset.mountpoint, ".zfs", "snapshot", snap, rel))
+
+    def snapshot_failed(self, d: Dataset, project: str, txn: str) -> tuple[str, str]:
+        """The failed state of a shared dataset: ``<dataset>@composeguard-failed-<txn>``, tagged
+        and held like the pre-upgrade snapshot, read at ``.zfs/snapshot``."""
+        snap = f"{PREFIX}failed-{txn}"
+        name = f"{d.name}@{snap}"
+        if not exists(name):
+            self._snapshot([name], {f"{PROP}txn": txn, f"{PROP}project": project, f"{PROP}kind": "failed"})
+            self._hold({name: HOLD_TAG})
+        return name, os.path.join(d.mountpoint, ".zfs", "snapshot", snap)
+
+    def done_reading(self, snapshot: Snapshot) -> None:
+        """Reading through .zfs/snapshot automounted the snapshot: unmount it (a mounted
+        snapshot cannot be destroyed by the retention rule)."""
+        for m in read_mounts():
+            if m.fstype == "zfs" and m.source == snapshot.name:
+                execute.run(["umount", m.mountpoint], check=False)
 
     # -- cleanup ---------------------------------------------------------------------------
     def exists(self, name: str) -> bool:

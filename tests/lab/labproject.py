@@ -201,3 +201,11 @@ class LabProject:
             for name in zfs("list", "-H", "-o", "name", "-t", "filesystem").split():
                 if name == ds or name.startswith(f"{ds}.composeguard-"):
                     run(["zfs", "destroy", "-R", "-f", name])
+
+
+def meta_tree(path: Path) -> dict:
+    """Every field a restore must keep (bytes, owners, modes, mtimes, xattrs, links, holes) of
+    every entry below ``path``; atimes are left out (reading the data changes them)."""
+    from tests.treecompare import snapshot_tree
+
+    return snapshot_tree(path, atime=False)

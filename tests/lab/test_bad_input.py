@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import POOL, LabProject, composeguard_bin, run, tree
+from tests.lab.labproject import POOL, LabProject, composeguard_bin, meta_tree, run, tree
+from tests.treecompare import assert_same_tree
 
 pytestmark = pytest.mark.lab
 
@@ -326,7 +327,7 @@ def test_bind_mount_that_cannot_be_snapshotted(deployed: Deployed, tmp_path: Pat
 
 def test_subvolume_with_a_nested_subvolume(deployed: Deployed) -> None:
     """A snapshot does not descend into a nested subvolume: its data would silently be left
-    out of the rollback, so the volume is refused (exit 2) and names the subvolume."""
+    out of the rollback, so the upgrade is refused (exit 2) and the line names the subvolume."""
     d = deployed
     inner = d.vol / "inner"
     run(["btrfs", "subvolume", "create", str(inner)], check=True)
@@ -336,7 +337,7 @@ def test_subvolume_with_a_nested_subvolume(deployed: Deployed) -> None:
 
         r = cg(d.p, *UP)
 
-        one_line(r, 2, "/data", "not protected", f"the subvolume {d.vol} has nested subvolumes", alone=False)
+        one_line(r, 2, "cannot guard", f"the subvolume {inner} is nested in {d.vol}", alone=False)
         d.assert_unchanged(before)
     finally:
         run(["btrfs", "subvolume", "delete", str(inner)], check=True)
@@ -437,25 +438,28 @@ def test_filesystem_mounted_at_a_path_with_spaces(lab_project: LabProject, mount
 
 def test_subvolume_mounted_with_subvol_option(lab_project: LabProject, mount_dir: Path) -> None:
     """``mount -o subvol=@app /dev/sdX '/srv data ü é'`` (the installers' layout): the data is
-    the mounted subvolume itself, which a Btrfs restore cannot swap back in place (a mount
-    point cannot be renamed). composeguard refuses with a line that says exactly that and
-    what to do, before anything changes (exit 2), instead of claiming it is not a subvolume."""
+    the mounted subvolume itself. A mount point cannot be renamed, so composeguard reaches the
+    subvolume through a top-level mount of the filesystem (snapshots live there, not inside the
+    data), and a failed upgrade restores the mount point's entries one by one (step 7)."""
     p = lab_project
     vol = p.subvolume("app", DATA)
     run(["mount", "-o", f"subvol=/{vol.name}", pool_device(), str(mount_dir)], check=True)
     try:
-        deploy_v1(p, [f"{mount_dir}:/data"])
-        cid = p.container("app")["Id"]
-        before = tree(vol)
-        p.push("lab/app:v3", "app")
+        v1 = deploy_v1(p, [f"{mount_dir}:/data"])
+        before = meta_tree(mount_dir)
+        p.push("lab/app:v2", "app")
+        [ds] = json.loads(cg(p, "plan", "--json").stdout)["datasets"]
+        assert ds["restore"] == "paths" and "subvol=" in ds["whole_refused"], ds
 
         r = cg(p, *UP)
 
-        line = one_line(r, 2, "subvol=", "mounted", alone=False)
-        assert "not in a subvolume of its own" not in line
-        assert p.container("app")["Id"] == cid
-        assert tree(vol) == before
-        assert p.history() == []
+        assert r.returncode == 3, r.stderr
+        assert v1 in p.running_digests("app")
+        assert_same_tree(before, meta_tree(mount_dir))
+        assert sorted(os.listdir(mount_dir)) == sorted(DATA), "nothing of the restore is left"
+        (snap,) = p.history()[-1]["snapshots"]
+        assert snap["name"].startswith("/run/composeguard/btrfs/")
+        assert os.path.ismount(mount_dir)
     finally:
         p.compose("down", "-t", "1", check=False)
 

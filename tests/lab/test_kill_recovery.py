@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from composeguard.faults import POINTS
-from tests.lab.labproject import FAST, STORAGE, LabProject, app_service, composeguard_bin, tree
+from composeguard.faults import DIR_POINTS, POINTS
+from tests.lab.labproject import FAST, STORAGE, LabProject, app_service, composeguard_bin, meta_tree, tree
+from tests.lab.test_shared_dataset import deploy_a, lines_are_complete, shared_layout, start_writer
+from tests.treecompare import assert_same_tree
 
 pytestmark = pytest.mark.lab
 
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.lab
 # local run).
 _chosen = os.environ.get("COMPOSEGUARD_KILL_POINTS", "all")
 SELECTED = POINTS if _chosen == "all" else tuple(p for p in POINTS if p in _chosen.split(","))
+DIR_SELECTED = DIR_POINTS if _chosen == "all" else tuple(p for p in DIR_POINTS if p in _chosen.split(","))
 THEN = ("recover", "up-again") if STORAGE != "zfs" else ("recover",)
 KILL_RESULTS: list[tuple[str, str, str, str, str]] = []  # printed by conftest's terminal summary
 
@@ -104,3 +107,40 @@ def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str,
     assert [s for s in kept if not p.exists(s)] == [], "a snapshot of a rolled-back transaction was lost"
     assert on_disk == kept, "every snapshot left on disk belongs to a rolled-back transaction's journal"
 
+
+
+@pytest.mark.parametrize("point", DIR_SELECTED)
+def test_kill_during_a_directory_level_restore(
+    lab_project: LabProject, other_project: LabProject, tmp_path: Path, point: str
+) -> None:
+    """A's data is a directory of a dataset B also keeps data in (step 7). SIGKILL at every
+    step of the directory-level restore, then recover: A on the old data, B untouched and
+    never stopped, nothing of the restore left behind, no snapshot leaked or lost."""
+    p, q = lab_project, other_project
+    v1 = p.push("lab/app:v1", "app")
+    shared = shared_layout(p)
+    deploy_a(p, shared / "a")
+    start_writer(q, shared / "b")
+    writer = q.container("writer")
+    before = meta_tree(shared / "a")
+    p.push("lab/app:v2", "app")
+
+    kill_at(p, point, tmp_path)
+    r = p.cg("recover")
+    assert r.returncode == 0, r.stderr
+
+    hist = p.history()
+    assert [j["outcome"] for j in hist] == ["rolled-back"]
+    assert v1 in p.running_digests("app") and p.container("app")["State"]["Status"] == "running"
+    now = q.container("writer")
+    assert now["Id"] == writer["Id"] and now["State"]["StartedAt"] == writer["State"]["StartedAt"]
+    lines_are_complete(shared / "b" / "lines.txt")
+    data_ok = meta_tree(shared / "a") == before
+    KILL_RESULTS.append((f"{STORAGE}/dir", point, "recover", "old version",
+                         "data identical" if data_ok else "DATA DIFFERS"))
+    assert_same_tree(before, meta_tree(shared / "a"))
+    assert sorted(x.name for x in shared.iterdir()) == ["a", "b", "notes.txt"], "a restore leftover"
+    failed = {rec["failed"] for rec in hist[0]["restores"].values()}
+    kept = sorted(s["name"] for s in hist[0]["snapshots"])
+    assert [n for n in p.snapshots() if n not in failed] == kept, "snapshots on disk = the journal's"
+    assert all(p.exists(n) for n in failed), "the failed state is kept"

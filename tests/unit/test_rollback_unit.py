@@ -2,7 +2,8 @@
 
 The mappings have one key per service in scope, as the planner builds them
 (``planner.map_storage``): a service without dependencies maps to [] and a service without
-datasets maps to [].
+data volumes maps to []. Data is given as host paths: services are tied together when their
+paths overlap (equal, or one inside the other), not merely because they share a dataset.
 """
 
 from __future__ import annotations
@@ -24,30 +25,44 @@ def run_with_timeout(fn, *args, seconds: float = 5.0):
 
 def test_only_the_changed_service_when_it_stands_alone():
     deps = {"web": [], "worker": [], "db": []}
-    ds = {"web": ["pool/web"], "worker": ["pool/worker"], "db": ["pool/db"]}
+    ds = {"web": ["/pool/web"], "worker": ["/pool/worker"], "db": ["/pool/db"]}
     assert rollback_unit(["web"], deps, ds) == ["web"]
 
 
 def test_no_changes_is_an_empty_unit():
-    assert rollback_unit([], {"a": ["b"], "b": []}, {"a": ["p/a"], "b": ["p/b"]}) == []
+    assert rollback_unit([], {"a": ["b"], "b": []}, {"a": ["/p/a"], "b": ["/p/b"]}) == []
 
 
 def test_dependencies_are_pulled_in_transitively():
     deps = {"app": ["api"], "api": ["db"], "db": [], "other": []}
-    ds = {"app": [], "api": [], "db": ["pool/pg"], "other": ["pool/other"]}
+    ds = {"app": [], "api": [], "db": ["/pool/pg"], "other": ["/pool/other"]}
     assert rollback_unit(["app"], deps, ds) == ["api", "app", "db"]
 
 
 def test_dependents_are_not_pulled_in():
     # the unit follows depends_on downwards only: a changed db does not drag app along
     deps = {"app": ["db"], "db": []}
-    ds = {"app": ["pool/app"], "db": ["pool/db"]}
+    ds = {"app": ["/pool/app"], "db": ["/pool/db"]}
     assert rollback_unit(["db"], deps, ds) == ["db"]
 
 
-def test_sharing_a_dataset_pulls_in_a_service():
+def test_same_dataset_different_directories_are_not_tied_together():
+    # /volume1/docker/<app>: one Btrfs subvolume, a directory per app (Synology, Unraid)
+    deps = {"a": [], "b": []}
+    paths = {"a": ["/volume1/docker/a"], "b": ["/volume1/docker/b"]}
+    assert rollback_unit(["a"], deps, paths) == ["a"]
+
+
+def test_a_path_inside_another_ties_the_services():
+    deps = {"app": [], "files": [], "other": []}
+    paths = {"app": ["/srv/data/app/db"], "files": ["/srv/data/app"], "other": ["/srv/data/application"]}
+    assert rollback_unit(["app"], deps, paths) == ["app", "files"]
+    assert rollback_unit(["files"], deps, paths) == ["app", "files"]
+
+
+def test_sharing_data_pulls_in_a_service():
     deps = {"nextcloud": [], "cron": [], "redis": []}
-    ds = {"nextcloud": ["tank/nc"], "cron": ["tank/nc"], "redis": ["tank/redis"]}
+    ds = {"nextcloud": ["/tank/nc"], "cron": ["/tank/nc"], "redis": ["/tank/redis"]}
     assert rollback_unit(["nextcloud"], deps, ds) == ["cron", "nextcloud"]
 
 
@@ -55,17 +70,17 @@ def test_sharing_via_a_dependencys_dataset():
     # app -> db; backup shares db's dataset, so when db's data goes back backup must stop too
     deps = {"app": ["db"], "db": [], "backup": [], "unrelated": []}
     ds = {
-        "app": ["pool/app"],
-        "db": ["pool/pg"],
-        "backup": ["pool/backup", "pool/pg"],
-        "unrelated": ["pool/unrelated"],
+        "app": ["/pool/app"],
+        "db": ["/pool/pg"],
+        "backup": ["/pool/backup", "/pool/pg"],
+        "unrelated": ["/pool/unrelated"],
     }
     assert rollback_unit(["app"], deps, ds) == ["app", "backup", "db"]
 
 
 def test_closure_follows_the_dependencies_of_a_service_pulled_in_by_sharing():
     deps = {"app": [], "sidecar": ["cache"], "cache": [], "lone": []}
-    ds = {"app": ["p/shared"], "sidecar": ["p/shared"], "cache": [], "lone": []}
+    ds = {"app": ["/p/shared"], "sidecar": ["/p/shared"], "cache": [], "lone": []}
     assert rollback_unit(["app"], deps, ds) == ["app", "cache", "sidecar"]
 
 
@@ -76,12 +91,12 @@ def test_dependency_cycles_terminate():
 
 
 def test_self_dependency_terminates():
-    assert run_with_timeout(rollback_unit, ["a"], {"a": ["a"]}, {"a": ["p/a"]}) == ["a"]
+    assert run_with_timeout(rollback_unit, ["a"], {"a": ["a"]}, {"a": ["/p/a"]}) == ["a"]
 
 
 def test_unrelated_services_stay_out():
     deps = {"app": ["db"], "db": [], "mail": ["mailstore"], "mailstore": []}
-    ds = {"app": [], "db": ["p/db"], "mail": ["p/mail"], "mailstore": ["p/mailstore"]}
+    ds = {"app": [], "db": ["/p/db"], "mail": ["/p/mail"], "mailstore": ["/p/mailstore"]}
     unit = rollback_unit(["app"], deps, ds)
     assert unit == ["app", "db"]
     assert "mail" not in unit and "mailstore" not in unit
@@ -89,20 +104,20 @@ def test_unrelated_services_stay_out():
 
 def test_several_changed_services_are_merged_and_sorted():
     deps = {"z": ["y"], "y": [], "b": [], "a": []}
-    ds = {"z": [], "y": [], "b": ["p/b"], "a": []}
+    ds = {"z": [], "y": [], "b": ["/p/b"], "a": []}
     assert rollback_unit(["z", "b"], deps, ds) == ["b", "y", "z"]
 
 
 def test_services_outside_the_scope_are_not_added():
     # the planner drops dependencies outside the scope; names absent from both maps stay out
     deps = {"app": ["db"]}
-    ds = {"app": ["p/app"]}
+    ds = {"app": ["/p/app"]}
     assert rollback_unit(["app"], deps, ds) == ["app"]
 
 
 def test_accepts_any_iterables():
     deps = {"app": ("db",), "db": ()}
-    ds = {"app": iter(()), "db": {"p/db"}}
+    ds = {"app": iter(()), "db": {"/p/db"}}
     assert rollback_unit(iter(["app"]), deps, ds) == ["app", "db"]
 
 

@@ -161,9 +161,18 @@ def test_mountpoint_with_spaces_and_child_datasets(datasets, tmp_path: Path) -> 
     assert backend().dataset_for(str(mnt)).name == ds
     parent = datasets("parent")
     zfs("create", f"{parent}/child")
-    with pytest.raises(Unprotected, match="child datasets"):
-        backend().dataset_for(get(parent, "mountpoint"))
-    assert backend().dataset_for(get(f"{parent}/child", "mountpoint")).name == f"{parent}/child"
+    # A dataset with children is no longer refused (step 7): they are snapshotted with it and
+    # restored each on its own; the parent itself cannot be renamed whole, so it is restored
+    # directory by directory.
+    be = backend()
+    found = be.dataset_for(get(parent, "mountpoint"))
+    assert found.name == parent
+    assert "child datasets" in be.whole_refused(found)
+    assert [c.name for c in be.descendants(found)] == [f"{parent}/child"]
+    child = be.dataset_for(get(f"{parent}/child", "mountpoint"))
+    assert child.name == f"{parent}/child" and be.whole_refused(child) == ""
+    with pytest.raises(Unprotected, match="not on a ZFS dataset"):
+        be.dataset_for(str(tmp_path))
 
 
 def test_destroy_a_snapshot_someone_looked_at(datasets) -> None:

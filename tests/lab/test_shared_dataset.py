@@ -1,0 +1,224 @@
+"""Step 7 end to end: two compose projects keep their data in ONE Btrfs subvolume (or, inside
+the OpenZFS guest, one ZFS dataset) as ``a/`` and ``b/``, the Synology/Unraid/tank-appdata
+layout. A's upgrade fails and is rolled back: A's directory goes back, and nothing else in
+the dataset is touched — B keeps writing the whole time and its container is never stopped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.lab.labproject import (
+    FAST,
+    STORAGE,
+    ZFS_POOL,
+    LabProject,
+    app_service,
+    composeguard_bin,
+    meta_tree,
+    run,
+    zfs,
+)
+from tests.treecompare import assert_same_tree
+
+pytestmark = pytest.mark.lab
+
+WRITER = (
+    "i=0; while true; do i=$((i+1)); echo $i >> /data/lines.txt; "
+    "sleep 0.2; done"
+)
+
+
+def shared_layout(p: LabProject) -> Path:
+    """One dataset with a/ (project A's data), b/ (project B's) and a file nobody mounts."""
+    shared = p.volume("shared", {"notes.txt": "the owner's notes\n"})
+    (shared / "a").mkdir()
+    (shared / "a" / "db.txt").write_text("precious rows of A\n")
+    (shared / "a" / "conf").mkdir()
+    (shared / "a" / "conf" / "app.ini").write_text("[app]\nx=1\n")
+    (shared / "a" / "link").symlink_to("conf/app.ini")
+    (shared / "b").mkdir()
+    return shared
+
+
+def deploy_a(p: LabProject, data: Path) -> None:
+    p.write_compose({"x-composeguard": FAST, "services": {"app": app_service(f"{p.repo}/app:latest", data)}})
+    r = p.cg("up", "-d", "--wait")
+    assert r.returncode == 0, r.stderr
+
+
+def start_writer(q: LabProject, path: Path) -> None:
+    q.write_compose({
+        "services": {
+            "writer": {
+                "image": "lab/busybox:1",
+                "command": ["sh", "-c", WRITER],
+                "volumes": [f"{path}:/data"],
+                "stop_grace_period": "1s",
+            }
+        }
+    })
+    r = q.compose("up", "-d")
+    assert r.returncode == 0, r.stderr
+
+
+def up_pausing_at(p: LabProject, point: str, action, tmp: Path) -> tuple[subprocess.Popen, str]:
+    """``up -d --pull always`` that holds 3 s at pause point ``point`` while ``action`` runs."""
+    marker = tmp / f"at-{point}"
+    env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker),
+           "COMPOSEGUARD_TEST_PAUSE_SECONDS": "3"}
+    proc = subprocess.Popen([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 900
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), f"composeguard never reached {point}"
+    action()
+    _, err = proc.communicate(timeout=900)
+    return proc, err
+
+
+def lines_are_complete(path: Path) -> list[int]:
+    """B's lines are 1, 2, 3 … with none missing (a restore of b/ would lose some)."""
+    nums = [int(x) for x in path.read_text().split()]
+    assert nums == list(range(1, len(nums) + 1)), "B lost lines"
+    return nums
+
+
+def test_failed_upgrade_restores_only_the_units_directory(
+    lab_project: LabProject, other_project: LabProject, tmp_path: Path
+) -> None:
+    p, q = lab_project, other_project
+    p.push("lab/app:v1", "app")
+    shared = shared_layout(p)
+    deploy_a(p, shared / "a")
+    start_writer(q, shared / "b")
+    writer = q.container("writer")
+    before_a = meta_tree(shared / "a")
+    time.sleep(1)
+    assert len(lines_are_complete(shared / "b" / "lines.txt")) >= 2
+
+    p.push("lab/app:v2", "app")  # rewrites a/, then fails its healthcheck
+    plan = json.loads(p.cg("plan", "--json").stdout)
+    [ds] = plan["datasets"]
+    assert ds["restore"] == "paths" and ds["exclusive"] is False
+    assert ds["paths"] == [str(shared / "a")]
+    assert any("writer" in u for u in ds["used_by"]), ds["used_by"]
+    assert any("notes.txt" in u for u in ds["used_by"]), ds["used_by"]
+    text = p.cg("plan").stdout
+    assert "shared" in text and str(shared / "a") in text
+
+    # While A's new version is being probed, the owner edits a file no container uses.
+    def edit_notes() -> None:
+        (shared / "notes.txt").write_text("edited during A's upgrade\n")
+
+    proc, err = up_pausing_at(p, "probing", edit_notes, tmp_path)
+
+    assert proc.returncode == 3, err
+    assert "(shared: restores a by " in err
+    if STORAGE != "zfs":
+        assert "by reflink" in err
+    after_a = meta_tree(shared / "a")
+    assert_same_tree(before_a, after_a)  # bytes, owners, modes, times, xattrs, links
+    assert not (shared / "a" / "SCHEMA").exists(), "a file the new version made is gone"
+    assert (shared / "notes.txt").read_text() == "edited during A's upgrade\n"
+    # B: same container, never stopped or restarted, no line lost, still writing.
+    now = q.container("writer")
+    assert now["Id"] == writer["Id"]
+    assert now["State"]["StartedAt"] == writer["State"]["StartedAt"]
+    assert now["State"]["Running"] and now["RestartCount"] == 0
+    n = len(lines_are_complete(shared / "b" / "lines.txt"))
+    time.sleep(1.5)
+    assert len(lines_are_complete(shared / "b" / "lines.txt")) > n, "B's container still writes to b/"
+    # Nothing of the restore is left next to a/; the failed state is kept and named.
+    assert sorted(x.name for x in shared.iterdir()) == ["a", "b", "notes.txt"]
+    txn = p.history()[-1]
+    assert txn["outcome"] == "rolled-back"
+    rec = txn["restores"][ds["dataset"]]
+    assert rec["restore"] == "paths" and rec["progress"][str(shared / "a")]["swapped"]
+    failed_a = Path(txn["failed_states"][0])
+    if STORAGE == "zfs":
+        try:
+            assert (failed_a / "SCHEMA").read_text() == "schema: v2\n"
+        finally:
+            run(["umount", str(failed_a.parent)])
+    else:
+        assert (failed_a / "SCHEMA").read_text() == "schema: v2\n", "the failed state is kept"
+    hist = p.cg("history").stdout
+    assert "directory-level" in hist and "failed state" in hist
+
+
+def test_exclusive_dataset_is_still_restored_whole(lab_project: LabProject) -> None:
+    """A dataset that only holds the unit's volume: whole restore (no copy), as before."""
+    p = lab_project
+    p.push("lab/app:v1", "app")
+    vol = p.volume("app", {"db.txt": "rows\n"})
+    p.write_compose({"x-composeguard": FAST, "services": {"app": app_service(f"{p.repo}/app:latest", vol)}})
+    assert p.cg("up", "-d", "--wait").returncode == 0
+    p.push("lab/app:v2", "app")
+    [ds] = json.loads(p.cg("plan", "--json").stdout)["datasets"]
+    assert ds["exclusive"] is True and ds["restore"] == "whole"
+    r = p.cg("up", "-d", "--pull", "always")
+    assert r.returncode == 3, r.stderr
+    txn = p.history()[-1]
+    assert txn["restores"] == {}
+    assert (vol / "db.txt").read_text() == "rows\n"
+
+
+def test_other_container_using_the_units_path_is_refused(
+    lab_project: LabProject, other_project: LabProject
+) -> None:
+    """Another project mounts a directory INSIDE A's data: no restore of A can leave it alone."""
+    p, q = lab_project, other_project
+    p.push("lab/app:v1", "app")
+    shared = shared_layout(p)
+    deploy_a(p, shared / "a")
+    start_writer(q, shared / "a" / "conf")
+    p.push("lab/app:v2", "app")
+    before = meta_tree(shared / "a" / "conf")
+    r = p.cg("up", "-d", "--pull", "always")
+    assert r.returncode == 2, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert "is used by container" in line and "Nothing was changed" in line
+    assert "Traceback" not in r.stderr
+    assert p.snapshots() == []
+    assert p.container("app")["State"]["Running"]
+    assert meta_tree(shared / "a" / "conf").keys() == before.keys()
+
+
+@pytest.mark.skipif(STORAGE != "zfs", reason="ZFS child datasets: runs inside the OpenZFS guest")
+def test_dataset_with_a_child_dataset(lab_project: LabProject, tmp_path: Path) -> None:
+    """The volume is a dataset with a child dataset (uploads/): both are snapshotted in one
+    atomic lzc_snapshot; the child is restored whole, the parent (which a rename would carry
+    the child away with) entry by entry. It used to be refused."""
+    p = lab_project
+    v1 = p.push("lab/app:v1", "app")
+    vol = p.volume("app", {"db.txt": "rows\n"})
+    child = f"{ZFS_POOL}/{p.name}-app/uploads"
+    zfs("create", child)
+    (vol / "uploads" / "photo.txt").write_text("a photo\n")
+    deploy_a(p, vol)
+    before = meta_tree(vol)
+    p.push("lab/app:v2", "app")
+    plan = {d["dataset"]: d for d in json.loads(p.cg("plan", "--json").stdout)["datasets"]}
+    assert plan[child]["restore"] == "whole"
+    parent = plan[f"{ZFS_POOL}/{p.name}-app"]
+    assert parent["restore"] == "paths" and "child datasets" in parent["whole_refused"]
+
+    def damage_child() -> None:
+        (vol / "uploads" / "photo.txt").write_text("overwritten by the failed version\n")
+
+    proc, err = up_pausing_at(p, "probing", damage_child, tmp_path)
+
+    assert proc.returncode == 3, err
+    assert v1 in p.running_digests("app")
+    assert_same_tree(before, meta_tree(vol))
+    txn = p.history()[-1]
+    snaps = sorted(s["name"].split("@")[0] for s in txn["snapshots"])
+    assert snaps == sorted([f"{ZFS_POOL}/{p.name}-app", child])
+    created = {zfs("get", "-H", "-p", "-o", "value", "createtxg", s["name"]) for s in txn["snapshots"]}
+    assert len(created) == 1, "one atomic snapshot of the parent and its child"
