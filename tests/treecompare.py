@@ -326,7 +326,8 @@ def build_tree(root: str | os.PathLike[str], *, outside: str, privileged: bool =
     os.mkdir(p(b"bad-dir-\x80"))
     os.symlink(b"../bad\xff\xfename", p(b"bad-dir-\x80", b"link\n\xfe"))
 
-    os.mkfifo(p(b"fifo"), 0o620)
+    os.mkfifo(p(b"fifo"))
+    os.chmod(p(b"fifo"), 0o620)
 
     # Deep.
     deep = p(b"deep")

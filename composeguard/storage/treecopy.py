@@ -47,6 +47,11 @@ ACL_XATTRS = ("system.posix_acl_access", "system.posix_acl_default")
 # copy_file_range cannot do this pair of files (or at all here): copy through user space.
 _CFR_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 _CHUNK = 1 << 20
+_CLONE_HINTS = {
+    errno.EXDEV: " (source and copy must be on the same mounted filesystem)",
+    errno.EOPNOTSUPP: " (this filesystem cannot clone files: reflink needs Btrfs or XFS)",
+    errno.ENOTTY: " (this filesystem cannot clone files: reflink needs Btrfs or XFS)",
+}
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _SRC_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -240,9 +245,9 @@ class _Copier:
                     try:
                         fcntl.ioctl(fout, FICLONE, fin)
                     except OSError as e:
+                        hint = _CLONE_HINTS.get(e.errno, "")
                         raise TreeCopyError(
-                            f"cannot clone {_show(self.src)}/{_show(path)} (reflink): {e.strerror}; "
-                            f"the copy needs Btrfs (or XFS) with source and copy on the same mount"
+                            f"cannot clone {_show(self.src)}/{_show(path)} (reflink): {e.strerror}{hint}"
                         ) from e
                 else:
                     self.copy_data(fin, fout, now.st_size, path)

@@ -27,10 +27,8 @@ from tests.treecompare import assert_same_tree
 
 pytestmark = pytest.mark.lab
 
-WRITER = (
-    "i=0; while true; do i=$((i+1)); echo $i >> /data/lines.txt; "
-    "sleep 0.2; done"
-)
+# $$: compose interpolates a single $ itself.
+WRITER = "i=0; while true; do i=$$((i+1)); echo $$i >> /data/lines.txt; sleep 0.2; done"
 
 
 def shared_layout(p: LabProject) -> Path:
