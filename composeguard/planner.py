@@ -224,7 +224,11 @@ def classify_datasets(plan: Plan, mapper: StorageMapper) -> dict[str, DatasetUse
         if use.restore == "paths":
             use.method = backend.copy_method(d)
             if use.method == "copy":
-                use.size = sum(tree_usage(p)[1] for p in use.unit_paths if os.path.isdir(p))
+                use.size = sum(
+                    tree_usage(p)[1] if os.path.isdir(p) else os.lstat(p).st_blocks * 512
+                    for p in use.unit_paths
+                    if os.path.lexists(p)
+                )
         out[d.name] = use
     return out
 

@@ -31,6 +31,7 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     # The SIGKILL-at-every-step runs make this part about 45 min under TCG: give the guest an hour.
     COMPOSEGUARD_REQUIRE_LAB=1 COMPOSEGUARD_ZFS_TIMEOUT=${COMPOSEGUARD_ZFS_TIMEOUT:-3600} \
         bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q -p no:cacheprovider \
-        -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_kill_recovery.py
+        -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_shared_dataset.py \
+        tests/lab/test_kill_recovery.py
 fi
 step "all tests passed"

@@ -39,7 +39,7 @@ from composeguard.errors import StorageError
 from composeguard.faults import pause_point
 from composeguard.storage.base import Dataset, Snapshot
 from composeguard.storage.mounts import read_mounts
-from composeguard.storage.treecopy import copy_tree, remove_tree
+from composeguard.storage.treecopy import copy_entry, copy_tree, remove_tree
 from composeguard.storage.usage import RESERVED_ROOT_NAMES, is_inside, own_name
 
 log = logging.getLogger("composeguard.pathrestore")
@@ -77,10 +77,9 @@ def exchange(a: str, b: str) -> bool:
 
 def _ino(path: str) -> int | None:
     try:
-        st = os.lstat(path)
+        return os.lstat(path).st_ino
     except FileNotFoundError:
         return None
-    return st.st_ino if stat.S_ISDIR(st.st_mode) else -1
 
 
 def staging_of(path: str, txn: str) -> str:
@@ -136,7 +135,14 @@ def restore_paths(
 def _restore_dir(
     src: str, path: str, txn: str, method: str, state: dict[str, Any], save: Callable[[], None]
 ) -> None:
+    """Restore ``path`` (a directory, or a single bind-mounted file) by swapping in a copy.
+
+    ``staging`` and ``old`` are private folders next to ``path`` holding one entry of
+    ``path``'s name: the restored copy, and (after the swap) the failed one. The swap is one
+    ``RENAME_EXCHANGE`` where the filesystem has it, else two renames."""
     staging, old = staging_of(path, txn), old_of(path, txn)
+    name = os.path.basename(path)
+    copy, aside = os.path.join(staging, name), os.path.join(old, name)
     if state.get("swapped"):
         return
     copy_ino = state.get("staging_ino")
@@ -144,32 +150,38 @@ def _restore_dir(
         state["swapped"] = True  # killed right after the swap
         save()
         return
-    if copy_ino is None or _ino(staging) != copy_ino:
+    if not os.path.lexists(src):
+        # P did not exist before the upgrade: the restored state is "no P"
+        if os.path.lexists(path):
+            _private_dir(old)
+            _rename(path, aside)
+        state["swapped"] = True
+        save()
+        return
+    if copy_ino is None or _ino(copy) != copy_ino:
         if os.path.lexists(staging):
             remove_tree(staging)  # a half-made copy from a killed run: make it again
-        if not os.path.isdir(src):
-            # P did not exist before the upgrade: the restored state is "no P"
-            if os.path.lexists(path):
-                _rename(path, old)
-            state["swapped"] = True
-            save()
-            return
-        stats = copy_tree(src, staging, method=method)
+        _private_dir(staging)
+        stats = copy_entry(os.path.dirname(src), os.path.basename(src), staging, method=method)
         log.info("restored copy of %s: %d files, %d bytes (%s)", path, stats.files, stats.bytes, method)
-        state["staging_ino"] = _ino(staging)
+        state["staging_ino"] = _ino(copy)
         save()
         pause_point("dir-copied")
     if os.path.lexists(path):
-        if exchange(staging, path):
-            _rename(staging, old)  # the staging name now holds the failed directory
-        else:
-            _rename(path, old)
-            _rename(staging, path)
+        if not exchange(copy, path):  # after an exchange the failed entry is in staging
+            _private_dir(old)
+            _rename(path, aside)
+            _rename(copy, path)
     else:
-        _rename(staging, path)
+        _rename(copy, path)
     state["swapped"] = True
     save()
     pause_point("dir-swapped")
+
+
+def _private_dir(path: str) -> None:
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.mkdir(path, 0o700)
 
 
 def _restore_entries(

@@ -134,18 +134,22 @@ class _Copier:
         stack: list[tuple[int, int, bytes, os.stat_result, list[bytes]]] = []
         try:
             self.push_dir(stack, src_fd, dst_fd, b"", src_st)
-            while stack:
-                s_fd, d_fd, rel, st, names = stack[-1]
-                if names:
-                    self.entry(stack, s_fd, d_fd, rel, names.pop())
-                    continue
-                stack.pop()
-                try:
-                    self.finish_dir(s_fd, d_fd, rel, st)
-                finally:
-                    _close_level(s_fd, d_fd, rel)
+            self.drain(stack)
         finally:
             for s_fd, d_fd, rel, _, _ in stack:
+                _close_level(s_fd, d_fd, rel)
+
+    def drain(self, stack: list) -> None:
+        """Copy what the stack holds, closing each level when its directory is complete."""
+        while stack:
+            s_fd, d_fd, rel, st, names = stack[-1]
+            if names:
+                self.entry(stack, s_fd, d_fd, rel, names.pop())
+                continue
+            stack.pop()
+            try:
+                self.finish_dir(s_fd, d_fd, rel, st)
+            finally:
                 _close_level(s_fd, d_fd, rel)
 
     def push_dir(self, stack: list, s_fd: int, d_fd: int, rel: bytes, st: os.stat_result) -> None:
@@ -505,6 +509,45 @@ def copy_tree(src: str, dst: str, *, method: str) -> CopyStats:
         _show(src), _show(dst), method, s.files, s.dirs, s.other, s.bytes, time.monotonic() - start,
     )
     return s
+
+
+def copy_entry(src_dir: str, name: str, dst_dir: str, *, method: str) -> CopyStats:
+    """Copy the one entry ``name`` of the directory ``src_dir`` (a regular file, symlink, node,
+    or a whole directory tree) into the existing directory ``dst_dir`` under the same name,
+    exactly as :func:`copy_tree` copies entries. Used to restore a single bind-mounted file as
+    well as a directory: ``dst_dir`` is a fresh private (0700) staging folder next to the
+    live path, so the copy can be renamed into place."""
+    if method not in ("reflink", "copy"):
+        raise TreeCopyError(f"unknown tree copy method {method!r} (reflink or copy)")
+    bname = os.fsencode(name)
+    if not bname or b"/" in bname or bname in (b".", b".."):
+        raise TreeCopyError(f"cannot copy {_show(name)}: not an entry name")
+    src_fd, _ = _open_top(src_dir)
+    copier = _Copier(src_dir, dst_dir, method)
+    try:
+        try:
+            dst_fd = os.open(dst_dir, _DIR_FLAGS)
+        except OSError as e:
+            raise TreeCopyError(f"cannot open {_show(dst_dir)}: {e.strerror}") from e
+        try:
+            st = os.fstat(dst_fd)
+            copier.dst_root_fd, copier.dst_dev_ino = dst_fd, (st.st_dev, st.st_ino)
+            stack: list = []
+            try:
+                copier.entry(stack, src_fd, dst_fd, b"", bname)
+                copier.drain(stack)
+            finally:
+                for s_fd, d_fd, rel, _, _ in stack:
+                    _close_level(s_fd, d_fd, rel)
+            try:
+                _syncfs(dst_fd)
+            except OSError as e:
+                raise TreeCopyError(f"cannot flush the copy in {_show(dst_dir)} to disk: {e.strerror}") from e
+        finally:
+            os.close(dst_fd)
+    finally:
+        os.close(src_fd)
+    return copier.stats
 
 
 def _fill(copier: _Copier, src_fd: int, src_st: os.stat_result, base: str, parent_fd: int) -> None:

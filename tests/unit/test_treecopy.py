@@ -536,3 +536,33 @@ def test_assert_same_tree_reports_differences_readably(tmp_path: Path) -> None:
     assert "'new\\nname': only in the second tree (file)" in diffs
     with pytest.raises(AssertionError, match="the trees differ"):
         assert_same_tree(snapshot_tree(a), snapshot_tree(b))
+
+
+def test_copy_entry_copies_one_file_or_one_tree_under_the_same_name(tmp_path: Path) -> None:
+    """copy_entry restores a single bind-mounted file (or a directory) into a staging folder."""
+    from composeguard.storage.treecopy import copy_entry
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.conf").write_text("setting=1\n")
+    os.chmod(src / "a.conf", 0o640)
+    os.utime(src / "a.conf", ns=(1_000_000_123, 2_000_000_456))
+    (src / "other").write_text("not copied\n")
+    (src / "dir").mkdir()
+    (src / "dir" / "x").write_text("x\n")
+    os.link(src / "dir" / "x", src / "dir" / "y")
+    stage = tmp_path / "stage"
+    stage.mkdir(mode=0o700)
+
+    copy_entry(str(src), "a.conf", str(stage), method="copy")
+    copy_entry(str(src), "dir", str(stage), method="copy")
+
+    assert sorted(os.listdir(stage)) == ["a.conf", "dir"]
+    st = os.lstat(stage / "a.conf")
+    assert (stage / "a.conf").read_text() == "setting=1\n"
+    assert (oct(st.st_mode & 0o7777), st.st_mtime_ns) == ("0o640", 2_000_000_456)
+    assert os.lstat(stage / "dir" / "x").st_ino == os.lstat(stage / "dir" / "y").st_ino
+    with pytest.raises(TreeCopyError):
+        copy_entry(str(src), "a.conf", str(stage), method="copy")  # exists already
+    with pytest.raises(TreeCopyError):
+        copy_entry(str(src), "../src", str(stage), method="copy")
