@@ -45,14 +45,23 @@ def summary(j: Journal) -> dict[str, Any]:
 
 
 def notify(settings: ProjectSettings, j: Journal) -> None:
+    """Run every configured notifier. Each one that fails, whatever the error (a corrupt
+    metrics store, an unwritable textfile folder, an Apprise plugin raising), is a warning:
+    it never changes the exit code of the upgrade and never stops ``update --all``."""
     doc = summary(j)
-    if settings.hook:
-        run_hook(list(settings.hook), doc)
-    if settings.notify:
-        send_apprise(list(settings.notify), doc)
     prom = os.environ.get("COMPOSEGUARD_PROMETHEUS_FILE")
+    jobs: list[tuple[str, Any]] = []
+    if settings.hook:
+        jobs.append(("the notification hook", lambda: run_hook(list(settings.hook), doc)))
+    if settings.notify:
+        jobs.append(("Apprise", lambda: send_apprise(list(settings.notify), doc)))
     if prom:
-        write_prometheus(Path(prom), doc)
+        jobs.append((f"the Prometheus file {prom}", lambda: write_prometheus(Path(prom), doc)))
+    for what, job in jobs:
+        try:
+            job()
+        except Exception as e:  # noqa: BLE001 - a notifier must never change the outcome
+            log.warning("%s failed: %s", what, e)
 
 
 def run_hook(cmd: list[str], doc: dict[str, Any]) -> None:
@@ -137,5 +146,4 @@ def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
         for o, n in sorted(v["transactions"].items()):
             lines.append(f'composeguard_transactions_total{{project="{k}",outcome="{o}"}} {n}')
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, "\n".join(lines) + "\n")
-    path.chmod(0o644)  # node_exporter reads it
+    write_atomic(path, "\n".join(lines) + "\n", mode=0o644)  # node_exporter reads it

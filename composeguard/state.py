@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,20 @@ def make_private_dir(d: Path) -> None:
         ) from e
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Write ``path`` so that a crash leaves either the old or the new content: temp file in
-    the same folder, fsync, rename, fsync the folder. Mode 0600."""
+    the same folder, fsync, rename, fsync the folder. The temp file has a random name and is
+    created with O_EXCL|O_NOFOLLOW and its mode set on the descriptor, so a symlink planted in
+    a folder other users can write (a Prometheus textfile folder) is never written through."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.tmp.{secrets.token_hex(6)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:  # write() loops over short writes; a full disk raises
             f.write(raw)

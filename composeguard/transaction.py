@@ -459,18 +459,26 @@ def _abort(
     e: BaseException,
     rep: Reporter,
 ) -> NoReturn:
-    """Undo a failed quiesce/snapshot: drop our partial snapshots, restart what we stopped."""
+    """Undo a failed quiesce/snapshot: restart what we stopped FIRST (the services must not
+    stay down because a snapshot cannot be destroyed), then drop our partial snapshots."""
     reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
     j.step("aborting", reason=reason)
-    backend = _backends(project)
-    for s in list(j.snapshots):
-        snap = Snapshot.from_json(s)
-        backend(snap.dataset.backend).destroy(snap.name)
-    j.snapshots = []
     if j.paused:
         docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
     if j.stopped:
         docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
+    backend = _backends(project)
+    left = []
+    for s in list(j.snapshots):
+        snap = Snapshot.from_json(s)
+        try:
+            backend(snap.dataset.backend).destroy(snap.name)
+        except (StorageError, OSError) as err:
+            rep.warn(f"could not destroy the partial snapshot {snap.name}: {err}")
+            left.append(s)
+    j.snapshots = left
+    if left:
+        reason += f"; partial snapshot(s) left for you to delete: {', '.join(s['name'] for s in left)}"
     j.finish(ABORTED, reason)
     if isinstance(e, KeyboardInterrupt):
         raise e

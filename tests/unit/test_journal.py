@@ -273,3 +273,24 @@ def test_unwritable_state_dir_is_a_guard_error(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPOSEGUARD_STATE_DIR", str(blocker / "state"))
     with pytest.raises(GuardError, match="COMPOSEGUARD_STATE_DIR"):
         project_dir("shop")
+
+
+def test_write_atomic_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    """Step 8, point 11: the temp name is random and created O_EXCL|O_NOFOLLOW. Before, it
+    was .<name>.tmp.<pid>: a symlink planted under that name in a folder other users can
+    write (a Prometheus textfile folder) made root overwrite the link's target."""
+    import os
+
+    from composeguard.state import write_atomic
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "composeguard.prom"
+    os.symlink(victim, tmp_path / f".composeguard.prom.tmp.{os.getpid()}")
+    os.symlink(victim, target)  # even the final name: replaced, not followed
+
+    write_atomic(target, "metrics\n", mode=0o644)
+
+    assert victim.read_text() == "precious\n"
+    assert not target.is_symlink() and target.read_text() == "metrics\n"
+    assert target.stat().st_mode & 0o777 == 0o644
