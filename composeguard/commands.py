@@ -91,6 +91,8 @@ def history_command(project: str, as_json: bool) -> None:
             )
         if j.reason:
             click.echo(f"    reason: {j.reason}")
+        if j.rollback_error:
+            click.echo(f"    the rollback failed {j.rollback_error}: run `composeguard recover`")
         for s in j.snapshots:
             state = "released" if j.snapshots_released else "kept"
             r = j.restores.get(s["dataset"]["name"])
@@ -146,6 +148,7 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
         if j.snapshots_released:
             raise GuardError(f"the snapshots of {j.id} were released by the retention rule")
         j.outcome = None
+        j.judged_bad = True  # a person's verdict: update does not try these digests again
         try:
             roll_back(project, j, "manual rollback", rep)
         except RolledBack as e:

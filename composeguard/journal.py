@@ -59,6 +59,11 @@ class Journal:
     steps: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None
     snapshots_released: bool = False
+    # The new digests were judged bad: a probe (or compose up) ran and failed, or a person
+    # rolled back by hand. An interruption (Ctrl-C, SIGTERM, a kill, dockerd gone) is no
+    # verdict: the rollback then pins the old digest without quarantining the new one.
+    judged_bad: bool = False
+    rollback_error: str = ""  # why the rollback failed (outcome rollback-failed; recover resumes)
 
     @classmethod
     def new(cls, project: str, command: str) -> Journal:
@@ -142,9 +147,15 @@ class Journal:
     def all(cls, project: str) -> list[Journal]:
         return [cls.read(p) for p in sorted(cls.folder(project).glob("*.json"))]
 
+    @property
+    def is_unfinished(self) -> bool:
+        """Interrupted (no outcome), or its rollback failed: either way ``recover`` must
+        finish it before anything else may change the project."""
+        return self.outcome is None or self.outcome == ROLLBACK_FAILED
+
     @classmethod
     def unfinished(cls, project: str) -> Journal | None:
-        return next((j for j in reversed(cls.all(project)) if j.outcome is None), None)
+        return next((j for j in reversed(cls.all(project)) if j.is_unfinished), None)
 
 
 def projects_with_journals() -> list[str]:

@@ -113,6 +113,11 @@ def upgrade_up_args(args: list[str]) -> list[str]:
 
 def refuse_if_unfinished(project: str) -> None:
     j = Journal.unfinished(project)
+    if j is not None and j.outcome == ROLLBACK_FAILED:
+        raise GuardError(
+            f"the rollback of transaction {j.id} of project {project} failed ({j.rollback_error}); "
+            f"fix the cause, then run `composeguard recover` (nothing was changed now)"
+        )
     if j is not None:
         raise GuardError(
             f"transaction {j.id} of project {project} was interrupted at step '{j.phase}'; "
@@ -398,6 +403,7 @@ def _run_transaction(
 
     # -- start and probe: a failure from here on rolls back --
     failures: list[str] = []
+    judged = False  # the new version ran and failed (not: we were interrupted)
     try:
         pause_point("snapshotted")
         j.step("starting")
@@ -406,13 +412,18 @@ def _run_transaction(
         proc = docker.compose(project, ["up", *j.up_args], extra_files=pin_files, check=False)
         if proc.returncode != 0:
             failures.append(f"docker compose up exited with {proc.returncode}")
+            judged = docker.wait_for_daemon(5)  # not a verdict when dockerd went away
         j.step("probing")
         pause_point("probing")
         results = _probe(project, list(j.changes), rep)
-        failures += [f"{r.service}: {r.detail}" for r in results if not r.ok]
+        failed = [r for r in results if not r.ok]
+        failures += [f"{r.service}: {r.detail}" for r in failed]
+        judged = judged or any(r.detail != DOCKERD_GONE for r in failed)
     except BaseException as e:  # noqa: BLE001
         failures.append("interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}")
+        judged = False
     if failures:
+        j.judged_bad = judged
         roll_back(project, j, "; ".join(failures), rep)
     j.finish(COMMITTED)
     lifted = [s for s in j.changes if PinFile(project.name).image_for(s)]
@@ -485,9 +496,12 @@ def _abort(
     raise GuardError(f"{reason}; the stopped services were started again, nothing was changed") from e
 
 
+DOCKERD_GONE = "dockerd does not answer"
+
+
 def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
     if not docker.wait_for_daemon(max(project.settings.timeout, 60)):
-        return [ProbeResult(s, False, "dockerd does not answer", 0.0) for s in services]
+        return [ProbeResult(s, False, DOCKERD_GONE, 0.0) for s in services]
     containers = [c for c in docker.project_containers(project.name) if c.service in services]
     targets = [
         (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
@@ -543,8 +557,8 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             f"restored {len(j.snapshots)} dataset(s); failed state kept at "
             + (", ".join(failed_states) or "(no datasets)")
         )
-        for s, c in j.changes.items():
-            pins.pin(s, c.old_ref, j.id, c.new_digest or c.new_image_id, reason)
+        for s, c in j.changes.items():  # quarantine the new digest only on a verdict
+            pins.pin(s, c.old_ref, j.id, (c.new_digest or c.new_image_id) if j.judged_bad else None, reason)
         pins.save()
         j.step("pinned")
         pause_point("pinned")
@@ -567,7 +581,8 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             )
     except BaseException as e:  # noqa: BLE001
         phase = j.phase
-        j.finish(ROLLBACK_FAILED, f"{reason}; rollback failed at {phase}: {e}")
+        j.rollback_error = f"at step '{phase}': {'interrupted' if isinstance(e, KeyboardInterrupt) else e}"
+        j.finish(ROLLBACK_FAILED, reason)
         snaps = ", ".join(s["name"] for s in j.snapshots) or "none"
         raise RollbackFailed(
             f"the rollback of {j.id} failed at step '{phase}': {e}. The pre-upgrade snapshots "
@@ -578,6 +593,7 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             cleanup(record, j.id)
         except (OSError, StorageError) as e:
             rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
+    j.rollback_error = ""
     j.finish(ROLLED_BACK, reason)
     raise RolledBack(
         f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "
@@ -631,7 +647,11 @@ def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter) -> 
 def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     """Finish a transaction that was killed: before its snapshots were complete it is undone
     (nothing had changed); after that it is rolled back to the old version on the old data."""
-    rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
+    if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
+        rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
+        j.outcome, j.finished = None, None
+    else:
+        rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
     _adopt_unrecorded_snapshots(project, j, rep)
     pins = PinFile(project.name)
     pin_files = pins.applied_file(set(project.services))

@@ -33,6 +33,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
     if k.KILL_RESULTS:
         tr = terminalreporter
         tr.write_sep("-", "kill at every step: final state")
-        tr.write_line(f"{'storage':<8} {'step':<18} {'then':<9} {'final state':<12} data check")
+        tr.write_line(f"{'storage':<9} {'step':<18} {'signal+then':<15} {'final state':<12} data check")
         for storage, point, then, state, data in k.KILL_RESULTS:
-            tr.write_line(f"{storage:<8} {point:<18} {then:<9} {state:<12} {data}")
+            tr.write_line(f"{storage:<9} {point:<18} {then:<15} {state:<12} {data}")

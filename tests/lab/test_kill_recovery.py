@@ -5,6 +5,7 @@ the kill is a real SIGKILL of the real process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,7 +28,17 @@ pytestmark = pytest.mark.lab
 _chosen = os.environ.get("COMPOSEGUARD_KILL_POINTS", "all")
 SELECTED = POINTS if _chosen == "all" else tuple(p for p in POINTS if p in _chosen.split(","))
 DIR_SELECTED = DIR_POINTS if _chosen == "all" else tuple(p for p in DIR_POINTS if p in _chosen.split(","))
-THEN = ("recover", "up-again") if STORAGE != "zfs" else ("recover",)
+# (signal, then): SIGKILL (nothing of composeguard runs after it) then `recover` or just
+# `up -d` again; SIGTERM (systemd stopping the job, a shutdown): composeguard handles it itself
+# and a `recover` finishes whatever it could not (step 8: an interruption never quarantines
+# the new digest; only a probe that ran and failed does).
+THEN = (
+    (("SIGKILL", "recover"), ("SIGKILL", "up-again"), ("SIGTERM", "recover"))
+    if STORAGE != "zfs"
+    else (("SIGKILL", "recover"),)
+)
+# The points after which the probe has failed: only there is the new digest judged bad.
+AFTER_VERDICT = ("restoring", "restored-one", "pinned")
 KILL_RESULTS: list[tuple[str, str, str, str, str]] = []  # printed by conftest's terminal summary
 
 
@@ -48,7 +59,7 @@ def two_service_project(p: LabProject) -> tuple[Path, Path, str, str]:
     return app_vol, db_vol, v1_app, v1_db
 
 
-def kill_at(p: LabProject, point: str, tmp: Path) -> None:
+def kill_at(p: LabProject, point: str, tmp: Path, sig: signal.Signals = signal.SIGKILL) -> None:
     marker = tmp / f"paused-{point}"
     env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker)}
     proc = subprocess.Popen([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env,
@@ -61,19 +72,29 @@ def kill_at(p: LabProject, point: str, tmp: Path) -> None:
         time.sleep(0.1)
     pid = int(marker.read_text())
     assert pid == proc.pid
-    os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
+    os.kill(pid, sig)
+    if sig == signal.SIGKILL:
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    else:  # handled: undone (130), rolled back (3), or a rollback cut short (4, recover resumes)
+        assert proc.wait(timeout=600) in (130, 3, 4), proc.stderr.read()
 
 
-@pytest.mark.parametrize("then", THEN)
+def bad_digests(p: LabProject) -> list[str]:
+    pins = json.loads(p.cg("pins", "--json").stdout or "{}")
+    return [b["digest"] for pin in pins.values() for b in pin["bad"]]
+
+
+@pytest.mark.parametrize(("sig", "then"), THEN, ids=[f"{s}-{t}" for s, t in THEN])
 @pytest.mark.parametrize("point", SELECTED)
-def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str, then: str) -> None:
+def test_kill_at_every_step(
+    lab_project: LabProject, tmp_path: Path, point: str, sig: str, then: str
+) -> None:
     p = lab_project
     app_vol, db_vol, v1_app, v1_db = two_service_project(p)
     before = {"app": tree(app_vol), "db": tree(db_vol)}
-    p.push("lab/app:v2", "app")  # migrates app's and db's data, then fails its healthcheck
+    v2 = p.push("lab/app:v2", "app")  # migrates app's and db's data, then fails its healthcheck
 
-    kill_at(p, point, tmp_path)
+    kill_at(p, point, tmp_path, getattr(signal, sig))
 
     journals = p.history()
     if then == "up-again" and journals:
@@ -83,11 +104,12 @@ def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str,
         assert len(r.stderr.strip().splitlines()) == 1
     r = p.cg("recover")
     assert r.returncode == 0, r.stderr
-    if point == "between-snapshots" and then == "recover":
+    if point == "between-snapshots" and then == "recover" and sig == "SIGKILL":
         # the journal is written after the snapshots: the one made before the kill is found
         assert "found the unrecorded snapshot" in r.stderr
-    if then == "up-again" and not journals:
-        r = p.cg("up", "-d")  # killed before any journal: the next up simply runs
+    ran_again = then == "up-again" and not journals
+    if ran_again:
+        r = p.cg("up", "-d")  # killed before any journal: the next up simply runs (and fails)
         assert r.returncode == 3, r.stderr
 
     hist = p.history()
@@ -102,10 +124,16 @@ def test_kill_at_every_step(lab_project: LabProject, tmp_path: Path, point: str,
     data_ok = tree(app_vol) == before["app"] and tree(db_vol) == before["db"]
     kept = sorted(s["name"] for j in hist if j["outcome"] == "rolled-back" for s in j["snapshots"])
     on_disk = p.snapshots()
-    KILL_RESULTS.append((STORAGE, point, then, state, "data identical" if data_ok else "DATA DIFFERS"))
+    bad = bad_digests(p)
+    check = ("data identical" if data_ok else "DATA DIFFERS") + (", v2 quarantined" if bad else "")
+    KILL_RESULTS.append((STORAGE, point, f"{sig[3:]}+{then}", state, check))
     assert data_ok, f"{point}/{then}: the data differs from before the upgrade"
     assert [s for s in kept if not p.exists(s)] == [], "a snapshot of a rolled-back transaction was lost"
     assert on_disk == kept, "every snapshot left on disk belongs to a rolled-back transaction's journal"
+    if point in AFTER_VERDICT or ran_again:
+        assert bad == [v2], "the probe had failed: the new digest is quarantined"
+    else:
+        assert bad == [], f"{sig} at '{point}' is an interruption, not a verdict: v2 stays untried"
 
 
 
@@ -136,7 +164,7 @@ def test_kill_during_a_directory_level_restore(
     assert now["Id"] == writer["Id"] and now["State"]["StartedAt"] == writer["State"]["StartedAt"]
     lines_are_complete(shared / "b" / "lines.txt")
     data_ok = meta_tree(shared / "a") == before
-    KILL_RESULTS.append((f"{STORAGE}/dir", point, "recover", "old version",
+    KILL_RESULTS.append((f"{STORAGE}/dir", point, "KILL+recover", "old version",
                          "data identical" if data_ok else "DATA DIFFERS"))
     assert_same_tree(before, meta_tree(shared / "a"))
     assert sorted(x.name for x in shared.iterdir()) == ["a", "b", "notes.txt"], "a restore leftover"

@@ -14,8 +14,8 @@ from composeguard.settings import ProjectSettings
 
 
 def rolled_back() -> Journal:
-    return Journal(id="20261129T000000Z-abcd", project="demo", command="up", created="2026-11-29T00:00:00+00:00",
-                   outcome="rolled-back", reason="app: unhealthy")
+    return Journal(id="20261129T000000Z-abcd", project="demo", command="up",
+                   created="2026-11-29T00:00:00+00:00", outcome="rolled-back", reason="app: unhealthy")
 
 
 @pytest.fixture
@@ -33,7 +33,9 @@ def test_an_unwritable_prometheus_file_is_a_warning(state: Path, monkeypatch, ca
     assert any("Prometheus" in r.getMessage() for r in caplog.records)
 
 
-def test_a_corrupt_metrics_store_is_a_warning_and_the_hook_still_runs(state: Path, monkeypatch, caplog) -> None:
+def test_a_corrupt_metrics_store_is_a_warning_and_the_hook_still_runs(
+    state: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     (state / "state").mkdir(mode=0o700)
     (state / "state" / "metrics.json").write_text("{not json")
     monkeypatch.setenv("COMPOSEGUARD_PROMETHEUS_FILE", str(state / "m.prom"))
