@@ -104,6 +104,15 @@ class PinFile:
             bad.append(BadDigest(digest=bad_digest, reason=reason, date=now_iso(), txn=txn))
         self.pins[service] = Pin(service=service, image=image, since=now_iso(), txn=txn, bad=bad)
 
+    @classmethod
+    def unreadable(cls, project: str) -> PinFile:
+        """No pins known: for a user who cannot read root's state dir (nothing is written)."""
+        pf = cls.__new__(cls)
+        pf.project, pf.pins = project, {}
+        pf.dir = Path("/nonexistent")
+        pf.path, pf.applied_path = pf.dir / "pins.yaml", pf.dir / "pins.applied.yaml"
+        return pf
+
     def without(self, services: set[str]) -> PinFile:
         """A copy (for this run only) with the pins of ``services`` lifted."""
         copy = PinFile.__new__(PinFile)

@@ -28,6 +28,7 @@ from composeguard.settings import EffectiveSettings, Probe
 
 log = logging.getLogger("composeguard.probe")
 POLL = 0.25  # one batched docker inspect per round, whatever the number of services
+DOCKERD_GONE = "dockerd does not answer"  # no verdict on the image: an interruption
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Watch:
     started: float
     first_restarts: int | None = None
     ended: float = 0.0  # when the verdict was reached
+    one_shot: bool = False  # restart: "no", or awaited with service_completed_successfully
 
     @property
     def deadline(self) -> float:
@@ -72,6 +74,8 @@ def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
     if w.first_restarts is None:
         w.first_restarts = restarts
     status = state.get("Status")
+    if w.one_shot and status == "exited" and state.get("ExitCode") == 0 and restarts == w.first_restarts:
+        return True, "completed (exit 0)"  # a migration job or an init container: its success
     if status in ("exited", "dead"):
         return False, f"exited with code {state.get('ExitCode')}"
     if state.get("Restarting") or restarts > w.first_restarts or status == "restarting":
@@ -85,7 +89,7 @@ def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
             logs = health.get("Log") or []
             last = (logs[-1].get("Output") or "").strip().splitlines() if logs else []
             return False, "unhealthy" + (f": {last[-1]}" if last else "")
-    elif status == "running":
+    elif status == "running" and not w.one_shot:  # a one-shot must finish, not just run
         started = _started_at(state)
         if started is not None and now - started >= w.settings.settle:
             return True, f"running and stable for {w.settings.settle:g}s"
@@ -108,7 +112,7 @@ def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> di
             latest = max(w.deadline for w in pending.values())
             if now() >= latest or not wait_for_daemon(max(latest - now(), 1.0)):
                 for cid in pending:
-                    verdicts[cid] = (False, "dockerd did not answer")
+                    verdicts[cid] = (False, DOCKERD_GONE)
                     pending[cid].ended = now()
                 return verdicts
             for w in pending.values():
@@ -162,15 +166,18 @@ def _extra_probe(w: Watch) -> tuple[bool, str]:
     return verdict
 
 
-def probe_all(targets: list[tuple[str, str, EffectiveSettings]]) -> list[ProbeResult]:
+def probe_all(
+    targets: list[tuple[str, str, EffectiveSettings]], one_shot: frozenset[str] = frozenset()
+) -> list[ProbeResult]:
     """Probe (service, container id, settings) triples together, each within its own timeout;
-    the extra probes of the ready ones run in parallel."""
+    the extra probes of the ready ones run in parallel. Services in ``one_shot`` succeed by
+    exiting 0 (and get no extra probe: there is nothing left to ask)."""
     if not targets:
         return []
     t0 = time.time()
-    watches = [Watch(s, cid, st, t0) for s, cid, st in targets]
+    watches = [Watch(s, cid, st, t0, one_shot=s in one_shot) for s, cid, st in targets]
     verdicts = wait_ready(watches)
-    extra = [w for w in watches if verdicts[w.container_id][0] and w.settings.probe]
+    extra = [w for w in watches if verdicts[w.container_id][0] and w.settings.probe and not w.one_shot]
     if extra:
         with ThreadPoolExecutor(max_workers=min(len(extra), 32)) as pool:
             for w, verdict in zip(extra, pool.map(_extra_probe, extra), strict=True):

@@ -29,7 +29,7 @@ from composeguard.journal import (
 from composeguard.lock import project_lock
 from composeguard.pins import PinFile
 from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
-from composeguard.probe import ProbeResult, probe_all
+from composeguard.probe import DOCKERD_GONE, ProbeResult, probe_all
 from composeguard.report import Reporter, short
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags
 from composeguard.storage.mounts import read_mounts
@@ -176,10 +176,12 @@ def _up_unprivileged(project: Project, req: UpRequest) -> int:
         raise ConfigError("composeguard update needs root (it snapshots ZFS/Btrfs); nothing was changed")
     try:
         pins = PinFile(project.name)
-    except (GuardError, OSError) as e:
-        raise ConfigError(
-            f"composeguard needs root: it cannot read its pins ({e}); nothing was changed"
-        ) from e
+    except (GuardError, OSError):
+        # root's state dir is private (0700): judge by the compose file alone. An up that
+        # changes no running image is plain compose; anything else (an upgrade, or undoing a
+        # pin root set) is refused below with the one line that says root is needed.
+        pins = PinFile.unreadable(project.name)
+    _not_an_upgrade(project, req, [str(pins.path)] if pins.pins else [])
     scope = scope_of(project, req.services, req.no_deps)
     try:
         changes = detect_changes(project, pins, record_running(project, scope))
@@ -196,8 +198,29 @@ def _up_unprivileged(project: Project, req: UpRequest) -> int:
     raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
 
 
+def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> None:
+    """``up`` options that mean "do not start or recreate": handled truthfully before anything
+    is stopped. ``--dry-run`` (global or after ``up``) and ``--no-recreate`` change no running
+    container's image, so they are compose's own business (with the pins applied);
+    ``--no-start`` would replace the containers without anything to probe: refused."""
+    if req.command != "up":
+        return
+    _, opts = parse_up_args(req.up_args)
+    if "--no-start" in opts:
+        raise ConfigError(
+            "composeguard cannot guard `up --no-start`: the new version would not run, so it "
+            "could not be probed; run `docker compose up --no-start` yourself. Nothing was changed"
+        )
+    if "--dry-run" in req.global_args or "--dry-run" in opts or "--no-recreate" in opts:
+        base = project.compose_args(pin_files) if pin_files else req.global_args
+        if "--dry-run" in req.global_args and "--dry-run" not in base:
+            base = ["--dry-run", *base]
+        raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+
+
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     pins = PinFile(project.name)
+    _not_an_upgrade(project, req, pins.applied_file(set(project.services)))
     scope = scope_of(project, req.services, req.no_deps)
     running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]
@@ -496,7 +519,18 @@ def _abort(
     raise GuardError(f"{reason}; the stopped services were started again, nothing was changed") from e
 
 
-DOCKERD_GONE = "dockerd does not answer"
+def one_shot_services(project: Project) -> frozenset[str]:
+    """Services whose success is to run and exit 0: ``restart: "no"`` set explicitly, or a
+    dependency some service awaits with ``condition: service_completed_successfully``."""
+    out = {s for s, svc in project.services.items() if svc.raw.get("restart") in ("no", False)}
+    for svc in project.services.values():
+        deps = svc.raw.get("depends_on")
+        if isinstance(deps, dict):
+            out |= {
+                d for d, how in deps.items()
+                if isinstance(how, dict) and how.get("condition") == "service_completed_successfully"
+            }
+    return frozenset(out)
 
 
 def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
@@ -509,7 +543,8 @@ def _probe(project: Project, services: list[str], rep: Reporter) -> list[ProbeRe
     ]
     missing = [s for s in services if s not in {c.service for c in containers}]
     rep.step(f"probing {', '.join(services)}")
-    results = probe_all(targets) + [ProbeResult(s, False, "no container", 0.0) for s in missing]
+    results = probe_all(targets, one_shot_services(project))
+    results += [ProbeResult(s, False, "no container", 0.0) for s in missing]
     for r in results:
         rep.step(f"  {r.service}: {'ok' if r.ok else 'FAILED'}: {r.detail} ({r.seconds:.1f}s)")
     return results

@@ -791,6 +791,33 @@ def test_not_root_in_the_docker_group(open_deployed: Deployed, nobody_home: Path
     d.assert_unchanged(before)
 
 
+def test_docker_group_user_after_root_used_composeguard(open_deployed: Deployed, nobody_home: Path) -> None:
+    """Step 8, point 14: root's state dir is private (0700). A docker-group user running the
+    alias gets plain compose for a plain `up` (no running image changes) and one clear line
+    for an upgrade, which needs root: never a traceback, never a start of another image."""
+    d = open_deployed
+    try:
+        docker_gid = grp.getgrnam("docker").gr_gid
+    except KeyError:
+        pytest.skip("no docker group on this host")
+    st = os.stat(d.p.state)
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o700, "root's state dir is private"
+    as_user = {"env": {"HOME": str(nobody_home)}, "prefix": [*NOBODY, f"--groups={docker_gid}"]}
+    run(["docker", "tag", "lab/app:v1", f"{d.p.repo}/app:latest"], check=True)  # nothing new
+    before = d.observe()
+
+    r = cg(d.p, "up", "-d", **as_user)
+
+    assert r.returncode == 0, r.stderr
+    d.assert_unchanged(before)
+
+    run(["docker", "tag", "lab/app:v3", f"{d.p.repo}/app:latest"], check=True)  # an upgrade
+    r = cg(d.p, "up", "-d", **as_user)
+
+    one_line(r, 2, "needs root", alone=False)
+    d.assert_unchanged(before)
+
+
 # == the registry ================================================================================
 @pytest.fixture
 def registry_down(lab_project: LabProject) -> Iterator[Deployed]:

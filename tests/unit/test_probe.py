@@ -109,4 +109,46 @@ def test_dockerd_gone_for_good_fails_every_pending_probe(monkeypatch: pytest.Mon
     watches = [Watch("a", "a", settings(), T0), Watch("b", "b", settings(), T0)]
     verdicts = wait_ready(watches, now=lambda: T0 + 1)
 
-    assert verdicts == {"a": (False, "dockerd did not answer"), "b": (False, "dockerd did not answer")}
+    assert verdicts == {"a": (False, probe.DOCKERD_GONE), "b": (False, probe.DOCKERD_GONE)}
+
+
+def one_shot_watch() -> Watch:
+    return Watch("migrate", "c1", settings(), T0, one_shot=True)
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "verdict"),
+    [
+        (info("exited", ExitCode=0), T0 + 1, (True, "completed (exit 0)")),
+        (info("exited", ExitCode=1), T0 + 1, (False, "exited with code 1")),
+        (info(), T0 + 10, None),  # still running past the settle window: a one-shot must finish
+        (info(), T0 + 61, (False, "not ready after 60s (status is running)")),
+    ],
+)
+def test_one_shot_services_succeed_by_exiting_0(state: dict, now: float, verdict) -> None:
+    """Step 8, point 5: a migration job or init container that exits 0 has succeeded."""
+    assert judge(one_shot_watch(), state, now) == verdict
+
+
+def test_a_long_running_service_exiting_0_still_fails() -> None:
+    w = Watch("app", "c1", settings(), T0)
+    assert judge(w, info("exited", ExitCode=0), T0 + 1) == (False, "exited with code 0")
+
+
+def test_which_services_are_one_shot() -> None:
+    from types import SimpleNamespace
+
+    from composeguard.transaction import one_shot_services
+
+    def svc(**raw):
+        return SimpleNamespace(raw=raw)
+
+    project = SimpleNamespace(services={
+        "migrate": svc(restart="no"),
+        "init": svc(),
+        "app": svc(depends_on={"init": {"condition": "service_completed_successfully"},
+                               "db": {"condition": "service_healthy"}}),
+        "db": svc(restart="unless-stopped"),
+        "legacy": svc(restart=False),  # YAML 1.1 reads an unquoted no as false
+    })
+    assert one_shot_services(project) == {"migrate", "init", "legacy"}
