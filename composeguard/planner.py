@@ -173,7 +173,10 @@ def detect_changes(
 def map_storage(plan: Plan) -> None:
     project = plan.project
     mapper = StorageMapper(project)
-    storage = {s: mapper.for_service(project.services[s]) for s in plan.scope}
+    mounts: dict[str, list[tuple[str, str, str, str]]] = {}
+    for c in docker.project_containers(project.name):
+        mounts.setdefault(c.service, []).extend(c.mounts)
+    storage = {s: mapper.for_service(project.services[s], mounts.get(s, ())) for s in plan.scope}
     deps = {s: [d for d in project.services[s].depends_on if d in storage] for s in storage}
     paths = {s: [os.path.realpath(p.path) for p in st.protected] for s, st in storage.items()}
     plan.storage = storage

@@ -66,6 +66,9 @@ class RunningContainer:
     image_ref: str  # the reference the container was created from (Config.Image)
     status: str
     oneoff: bool
+    # (type, volume name, host path, path in the container) of its bind and volume mounts:
+    # anonymous volumes and an image's VOLUMEs are only known from here
+    mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
 def _inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
@@ -127,6 +130,12 @@ def project_containers(project: str) -> list[RunningContainer]:
                 image_ref=(d.get("Config") or {}).get("Image", ""),
                 status=(d.get("State") or {}).get("Status", ""),
                 oneoff=labels.get("com.docker.compose.oneoff") == "True",
+                mounts=tuple(
+                    (str(m.get("Type", "")), str(m.get("Name", "")), str(m.get("Source", "")),
+                     str(m.get("Destination", "")))
+                    for m in d.get("Mounts") or []
+                    if m.get("Type") in ("bind", "volume")
+                ),
             )
         )
     return [c for c in out if not c.oneoff and c.service]
@@ -164,12 +173,21 @@ def wait_for_daemon(timeout: float) -> bool:
 
 
 def volume_info(name: str) -> dict[str, Any] | None:
-    import json
-
+    """``docker volume inspect``; None only when the volume does not exist (yet). Any other
+    failure is an error, not "no data" (step 8, point 2)."""
     proc = execute.run([docker_binary(), "volume", "inspect", name], check=False)
     if proc.returncode != 0:
-        return None
-    data = json.loads(proc.stdout or "[]")
+        err = (proc.stderr or "").strip()
+        if "no such volume" in err.lower():
+            return None
+        if daemon_unreachable(err):
+            raise DaemonUnreachable("dockerd does not answer")
+        last = err.splitlines()[-1] if err else f"exit {proc.returncode}"
+        raise GuardError(f"docker volume inspect {name} failed: {last}; nothing was changed")
+    try:
+        data = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError as e:
+        raise GuardError(f"docker volume inspect {name} returned no JSON: {e}") from e
     return data[0] if data else None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from composeguard.compose.project import Project, Service, VolumeMount
@@ -70,7 +71,7 @@ class StorageMapper:
         if v.type == "bind":
             return v.source, None
         if v.type != "volume" or not v.source:
-            return None, None  # anonymous volume: thrown away by compose on recreate anyway
+            return None, None  # anonymous: found from the running container (for_service)
         spec = self.project.volumes.get(v.source) or {}
         driver = spec.get("driver") or "local"
         if driver != "local":
@@ -106,19 +107,39 @@ class StorageMapper:
             return self.backend("zfs").dataset_for(real)
         raise Unprotected(f"{path} is on {fstype}, not on ZFS or Btrfs")
 
-    def for_service(self, service: Service) -> ServiceStorage:
+    def for_service(
+        self, service: Service, mounts: Iterable[tuple[str, str, str, str]] = ()
+    ) -> ServiceStorage:
+        """Where the service's data lives: its declared volumes, plus the volumes its running
+        container has that the compose file does not name (``mounts``: (type, name, source,
+        destination) from ``docker inspect``): anonymous volumes and the ``VOLUME``s an image
+        declares (postgres, mysql, mariadb, mongo). Compose keeps those across a recreate, so
+        they are data like any other."""
         out = ServiceStorage(service.name)
+        known: set[str] = set()
         for v in service.volumes:
             path, reason = self.host_path(v)
             if reason:
                 out.unprotected.append(NotProtected(v.target, path, reason))
+                known.add(v.target)
                 continue
             if path is None:
+                if v.type in IGNORED_TYPES or v.read_only or (v.type == "volume" and v.source):
+                    known.add(v.target)
                 continue
-            try:
-                ds = self.dataset_for_path(path)
-                if ds is not None:
-                    out.protected.append(Protected(v.target, path, ds))
-            except Unprotected as e:
-                out.unprotected.append(NotProtected(v.target, path, str(e)))
+            known.add(v.target)
+            self._add(out, v.target, path)
+        for kind, name, source, dest in mounts:
+            if kind != "volume" or dest in known or not source:
+                continue
+            known.add(dest)
+            self._add(out, dest, source, f"the anonymous volume {name[:12]} at {dest}")
         return out
+
+    def _add(self, out: ServiceStorage, target: str, path: str, what: str = "") -> None:
+        try:
+            ds = self.dataset_for_path(path)
+            if ds is not None:
+                out.protected.append(Protected(target, path, ds))
+        except Unprotected as e:
+            out.unprotected.append(NotProtected(target, path, f"{what}: {e}" if what else str(e)))

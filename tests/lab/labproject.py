@@ -182,7 +182,7 @@ class LabProject:
         pins = self.state / "projects" / self.name / "pins.applied.yaml"
         files = ["-f", "compose.yaml"] + (["-f", str(pins)] if pins.exists() else [])
         if (self.dir / "compose.yaml").exists():
-            self.compose(*files, "down", "-t", "1", "--remove-orphans", check=False)
+            self.compose(*files, "down", "-t", "1", "-v", "--remove-orphans", check=False)
         snaps = self.snapshot_root()
         if snaps.exists():
             for p in sorted(snaps.rglob("*"), key=lambda p: -len(p.parts)):

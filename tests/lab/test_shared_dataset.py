@@ -262,8 +262,40 @@ def test_named_volume_in_the_data_root(lab_project: LabProject) -> None:
         assert v1 in p.running_digests("app")
         assert_same_tree(before, meta_tree(data))
     finally:  # the data-root's snapshots are this test's to release
-        for name in zfs("list", "-H", "-o", "name", "-t", "snapshot").split():
-            if "@composeguard-" in name and zfs("get", "-H", "-o", "value", "composeguard:project",
-                                                 name).strip() == p.name:
-                run(["zfs", "release", "composeguard", name])
-                run(["zfs", "destroy", name])
+        release_snapshots_of(p)
+
+
+@pytest.mark.skipif(STORAGE != "zfs", reason="the guest's Docker data-root is a ZFS dataset")
+def test_anonymous_volume_is_restored(lab_project: LabProject) -> None:
+    """Step 8, point 2: an anonymous volume (compose keeps it across a recreate) is data: in the
+    data-root dataset, restored at its _data directory like a named volume."""
+    p = lab_project
+    v1 = p.push("lab/app:v1", "app")
+    svc = app_service(f"{p.repo}/app:latest", Path("/unused"))
+    svc["volumes"] = ["/data"]
+    p.write_compose({"x-composeguard": FAST, "services": {"app": svc}})
+    assert p.cg("up", "-d", "--wait").returncode == 0
+    [m] = [m for m in p.container("app")["Mounts"] if m["Destination"] == "/data"]
+    data = Path(m["Source"])
+    (data / "db.txt").write_text("rows in an anonymous volume\n")
+    before = meta_tree(data)
+    p.push("lab/app:v2", "app")
+    try:
+        r = p.cg("up", "-d", "--pull", "always")
+
+        assert r.returncode == 3, r.stderr
+        assert v1 in p.running_digests("app")
+        [m2] = [m for m in p.container("app")["Mounts"] if m["Destination"] == "/data"]
+        assert m2["Source"] == str(data), "compose kept the anonymous volume"
+        assert_same_tree(before, meta_tree(data))
+    finally:
+        release_snapshots_of(p)
+
+
+def release_snapshots_of(p: LabProject) -> None:
+    """The data-root's snapshots made for this project (p.destroy knows only its own datasets)."""
+    for name in zfs("list", "-H", "-o", "name", "-t", "snapshot").split():
+        if "@composeguard-" in name and zfs("get", "-H", "-o", "value", "composeguard:project",
+                                             name).strip() == p.name:
+            run(["zfs", "release", "composeguard", name])
+            run(["zfs", "destroy", name])
