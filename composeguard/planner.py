@@ -176,7 +176,10 @@ def map_storage(plan: Plan) -> None:
     mounts: dict[str, list[tuple[str, str, str, str]]] = {}
     for c in docker.project_containers(project.name):
         mounts.setdefault(c.service, []).extend(c.mounts)
-    storage = {s: mapper.for_service(project.services[s], mounts.get(s, ())) for s in plan.scope}
+    # Every service's storage, not only the scope's: a dependency that opted out of updates or
+    # was left out by `up --no-deps` is still in the rollback unit when a changing service
+    # depends on it (a Nextcloud migration rewrites the opted-out postgres's data).
+    storage = {s: mapper.for_service(project.services[s], mounts.get(s, ())) for s in project.services}
     deps = {s: [d for d in project.services[s].depends_on if d in storage] for s in storage}
     paths = {s: [os.path.realpath(p.path) for p in st.protected] for s, st in storage.items()}
     plan.storage = storage

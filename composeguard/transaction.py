@@ -357,7 +357,12 @@ def _run_transaction(
 
     attach_run_log(j.files_dir / "run.log")
     j.compose_args = project.compose_args()
-    j.up_args = upgrade_up_args(req.up_args)
+    if req.command == "update":
+        # exactly the planned services: compose must not recreate one the guard did not plan
+        # for (an opted-out service whose tag moved, a service outside the scope)
+        j.up_args = upgrade_up_args(["--detach", "--no-deps", *sorted(plan.changes)])
+    else:
+        j.up_args = upgrade_up_args(req.up_args)
     j.unit = plan.unit
     for s, c in plan.changes.items():
         j.changes[s] = ServiceChange(
@@ -436,6 +441,7 @@ def _run_transaction(
         if proc.returncode != 0:
             failures.append(f"docker compose up exited with {proc.returncode}")
             judged = docker.wait_for_daemon(5)  # not a verdict when dockerd went away
+        _resume_quiesced(project, j, pin_files)
         j.step("probing")
         pause_point("probing")
         results = _probe(project, list(j.changes), rep)
@@ -483,6 +489,16 @@ def _quiesce(
     docker.compose(project, ["stop", *to_stop], extra_files=pin_files, capture=True)
     if to_pause:
         docker.compose(project, ["pause", *to_pause], extra_files=pin_files, capture=True)
+
+
+def _resume_quiesced(project: Project, j: Journal, pin_files: list[str]) -> None:
+    """Dependencies stopped or paused for the snapshot (quiesce) run again once the new
+    version is up: `up` with --no-deps, or naming services, would leave them down."""
+    if j.paused:
+        docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
+    deps = [s for s in j.stopped if s not in j.changes]
+    if deps:
+        docker.compose(project, ["start", *deps], extra_files=pin_files, check=False, capture=True)
 
 
 def _abort(
@@ -602,9 +618,20 @@ def roll_back(project: Project, j: Journal, reason: str, rep: Reporter) -> NoRet
             f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "
             f"starting the old version"
         )
+        # The rest of the unit (dependencies, services sharing the data) runs again as the
+        # very containers that were stopped, whatever their tags point to now: a rollback
+        # recreates nothing it did not plan for. Then the changed services, on the old digests.
+        others = [s for s in j.unit if s not in j.changes]
+        if others:
+            docker.compose(
+                project,
+                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build", *others],
+                extra_files=pin_files,
+            )
         docker.compose(
             project,
-            ["up", "--detach", "--force-recreate", "--pull", "missing", "--no-build", *j.unit],
+            ["up", "--detach", "--force-recreate", "--no-deps", "--pull", "missing", "--no-build",
+             *sorted(j.changes)],
             extra_files=pin_files,
         )
         j.step("reprobing")

@@ -102,6 +102,13 @@ class ZfsBackend:
         listed = execute.run(["zfs", "list", "-H", "-o", "name", name], check=False)
         if listed.returncode != 0:
             raise Unprotected(f"the ZFS dataset {name} cannot be listed: {_last_line(listed.stderr)}")
+        if m.root not in ("", "/"):
+            # a bind mount of a folder of the dataset: its snapshots (.zfs) and its mount point
+            # are elsewhere, so neither a whole nor a directory restore could be done here
+            raise Unprotected(
+                f"{path} reaches the ZFS dataset {name} through a bind mount of its folder {m.root}; "
+                f"use the path under the dataset's own mount point"
+            )
         return Dataset(backend=self.kind, name=name, pool=name.split("/", 1)[0], mountpoint=m.mountpoint)
 
     def check_location(self, datasets: list[Dataset], project: str) -> None:
@@ -213,10 +220,15 @@ class ZfsBackend:
 
     # -- directory-level restore (storage/pathrestore.py) ----------------------------------
     def whole_refused(self, d: Dataset) -> str:
+        """Why the clone-promote-rename restore cannot be used: the pool's root dataset has
+        no parent to rename in; a child dataset would be carried away with the rename; a
+        ``mountpoint=legacy`` dataset is mounted by fstab, which composeguard cannot redo."""
         if "/" not in d.name:
             return "it is the pool's root dataset, which cannot be renamed"
         if self._children(d.name):
             return "it has child datasets, which a rename would carry away"
+        if get(d.name, "mountpoint") == "legacy":
+            return "its mountpoint is legacy (mounted by fstab), so a renamed copy would not be mounted"
         return ""
 
     def _children(self, name: str) -> list[tuple[str, str, str]]:

@@ -343,6 +343,27 @@ def test_subvolume_with_a_nested_subvolume(deployed: Deployed) -> None:
         run(["btrfs", "subvolume", "delete", str(inner)], check=True)
 
 
+def test_mount_below_a_volume(deployed: Deployed) -> None:
+    """Step 8, point 12: a tmpfs (or NFS share, or another subvolume's mount) below a data
+    volume would be carried away by a restore of the volume: refused (exit 2) with a line that
+    names it, before anything is stopped; the mount and its files are left alone."""
+    d = deployed
+    below = d.vol / "cache"
+    below.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(below)], check=True)
+    try:
+        (below / "hot.bin").write_text("in the tmpfs\n")
+        before = d.observe()
+
+        r = cg(d.p, *UP)
+
+        one_line(r, 2, "cannot guard", f"{below} (tmpfs) is mounted below {d.vol}", alone=False)
+        d.assert_unchanged(before)
+        assert (below / "hot.bin").read_text() == "in the tmpfs\n"
+    finally:
+        run(["umount", str(below)], check=True)
+
+
 def test_named_volume_with_a_non_local_driver(deployed: Deployed) -> None:
     d = deployed
     d.rewrite([f"{d.vol}:/data", "remote:/remote"], top_volumes={"remote": {"driver": "rexray/s3fs"}})

@@ -184,3 +184,37 @@ def test_destroy_a_snapshot_someone_looked_at(datasets) -> None:
     assert seen.read_text() == "x\n"
     be.destroy(snap.name)
     assert snap.name not in zfs("list", "-H", "-o", "name", "-t", "snapshot")
+
+
+def test_layouts_a_whole_restore_cannot_handle_are_restored_by_directory(datasets, tmp_path: Path) -> None:
+    """Step 8, point 13: what passes planning must be restorable. The pool's root dataset and
+    a mountpoint=legacy dataset cannot take the clone-promote-rename restore: the plan says
+    so (they are then restored directory by directory); a dataset reached through a bind mount
+    of one of its folders is refused at plan time with the reason."""
+    be = backend()
+    pool_root = be.dataset_for(os.environ["COMPOSEGUARD_ZFS_MNT"])
+    assert pool_root.name == POOL and "root dataset" in be.whole_refused(pool_root)
+
+    legacy = datasets("legacy")
+    zfs("set", "mountpoint=legacy", legacy)
+    mnt = tmp_path / "legacy"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "zfs", legacy, str(mnt)], check=True)
+    try:
+        d = backend().dataset_for(str(mnt))
+        assert d.name == legacy and "legacy" in backend().whole_refused(d)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+    from composeguard.storage.base import Unprotected
+
+    src = datasets("bound", {"x": "1\n"})
+    (Path(get(src, "mountpoint")) / "sub").mkdir()
+    bound = tmp_path / "bound"
+    bound.mkdir()
+    subprocess.run(["mount", "--bind", str(Path(get(src, "mountpoint")) / "sub"), str(bound)], check=True)
+    try:
+        with pytest.raises(Unprotected, match="through a bind mount"):
+            backend().dataset_for(str(bound))
+    finally:
+        subprocess.run(["umount", str(bound)], check=True)
