@@ -245,10 +245,20 @@ def all_container_uses() -> list[ContainerUse]:
         lines = (proc.stderr or "").strip().splitlines()
         raise GuardError(f"docker: container ls failed: {lines[-1] if lines else proc.returncode}")
     out = []
-    for d in _inspect("container", proc.stdout.split()):
+    containers = _inspect("container", proc.stdout.split())
+    # A local volume made with -o o=bind -o device=DIR shows its _data path in a container's
+    # Mounts, but its data is DIR: one batched volume inspect says where each one really is.
+    names = sorted({str(m["Name"]) for d in containers for m in d.get("Mounts") or []
+                    if m.get("Type") == "volume" and m.get("Name")})
+    devices = {}
+    for v in _inspect("volume", names):
+        opts = v.get("Options") or {}
+        if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
+            devices[v.get("Name")] = str(opts["device"])
+    for d in containers:
         labels = (d.get("Config") or {}).get("Labels") or {}
         sources = tuple(
-            (str(m.get("Type", "")), str(m["Source"]))
+            (str(m.get("Type", "")), devices.get(m.get("Name")) or str(m["Source"]))
             for m in d.get("Mounts") or []
             if m.get("Type") in ("bind", "volume") and m.get("Source")
         )

@@ -14,6 +14,20 @@ from composeguard.storage.mounts import Mount, mount_for, read_mounts
 IGNORED_TYPES = {"tmpfs", "npipe", "image", "cluster"}
 
 
+def volume_path(info: dict) -> tuple[str | None, str | None]:
+    """Where a volume's data really is, from its ``docker volume inspect``: the bind device of
+    a local volume made with ``-o o=bind -o device=…`` (an ``external: true`` volume often is),
+    else its ``Mountpoint`` (``…/volumes/<name>/_data`` in Docker's data-root)."""
+    if (info.get("Driver") or "local") != "local":
+        return None, f"the volume {info.get('Name')} uses the {info.get('Driver')} driver, not local"
+    opts = info.get("Options") or {}
+    if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
+        return str(opts["device"]), None
+    if opts.get("type") not in (None, "", "none"):
+        return None, f"the volume {info.get('Name')} is a {opts.get('type')} mount"
+    return str(info.get("Mountpoint")), None
+
+
 @dataclass(frozen=True)
 class Protected:
     target: str  # the path inside the container
@@ -86,7 +100,7 @@ class StorageMapper:
         info = volume_info(spec.get("name") or v.source)
         if info is None:
             return None, None  # not created yet: there is no data to protect
-        return str(info.get("Mountpoint")), None
+        return volume_path(info)
 
     def dataset_for_path(self, path: str) -> Dataset | None:
         """The dataset holding ``path``; None for a socket, device or FIFO (not data: e.g.

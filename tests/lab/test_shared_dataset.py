@@ -299,3 +299,47 @@ def release_snapshots_of(p: LabProject) -> None:
                                              name).strip() == p.name:
             run(["zfs", "release", "composeguard", name])
             run(["zfs", "destroy", name])
+
+
+@pytest.mark.skipif(STORAGE == "zfs", reason="the same logic as on Btrfs; the guest is slow")
+@pytest.mark.parametrize("how", ["external-volume", "volumes_from"])
+def test_data_shared_with_another_project_is_refused(
+    lab_project: LabProject, other_project: LabProject, how: str
+) -> None:
+    """Step 8, point 3: an `external: true` volume (a local bind volume onto a subvolume) that
+    another project mounts too, or another project's container reaching A's data through
+    `volumes_from`, are uses of the same data: no rollback of A could leave B alone."""
+    p, q = lab_project, other_project
+    p.push("lab/app:v1", "app")
+    sv = p.volume("ext", {"db.txt": "rows\n"})
+    name = f"{p.name}-ext"
+    run(["docker", "volume", "create", "--driver", "local", "--opt", "type=none", "--opt", "o=bind",
+         "--opt", f"device={sv}", name], check=True)
+    try:
+        svc = app_service(f"{p.repo}/app:latest", sv)
+        svc["volumes"] = ["ext:/data"]
+        p.write_compose({"x-composeguard": FAST, "services": {"app": svc},
+                         "volumes": {"ext": {"external": True, "name": name}}})
+        assert p.cg("up", "-d", "--wait").returncode == 0
+        writer = {"image": "lab/busybox:1", "command": ["sh", "-c", "sleep 3600"], "stop_grace_period": "1s"}
+        if how == "external-volume":
+            writer["volumes"] = ["ext:/data"]
+            q.write_compose({"services": {"writer": writer},
+                             "volumes": {"ext": {"external": True, "name": name}}})
+        else:
+            writer["volumes_from"] = [f"container:{p.container('app')['Name'].lstrip('/')}"]
+            q.write_compose({"services": {"writer": writer}})
+        assert q.compose("up", "-d").returncode == 0
+        p.push("lab/app:v2", "app")
+        cid = p.container("app")["Id"]
+
+        r = p.cg("up", "-d", "--pull", "always")
+
+        assert r.returncode == 2, r.stderr
+        line = r.stderr.strip().splitlines()[-1]
+        assert f"of project {q.name}" in line and "Nothing was changed" in line, line
+        assert p.container("app")["Id"] == cid and p.history() == []
+    finally:
+        q.compose("down", "-t", "1", check=False)
+        p.compose("down", "-t", "1", check=False)
+        run(["docker", "volume", "rm", name])
