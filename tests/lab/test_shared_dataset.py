@@ -237,58 +237,39 @@ def test_dataset_with_a_child_dataset(lab_project: LabProject, tmp_path: Path) -
 
 
 @pytest.mark.skipif(STORAGE != "zfs", reason="the guest's Docker data-root is a ZFS dataset")
-def test_named_volume_in_the_data_root(lab_project: LabProject) -> None:
-    """A local named volume lives in Docker's data-root (here the guest's dataset POOL/docker,
-    as on a ZFS root): the data-root is never restored whole, only the volume's _data."""
+def test_named_and_anonymous_volumes_in_the_data_root(lab_project: LabProject, tmp_path: Path) -> None:
+    """A local named volume and an anonymous one (compose keeps it across a recreate: step 8,
+    point 2) live in Docker's data-root, here the guest's dataset POOL/docker as on a ZFS root.
+    The data-root is never restored whole: only the volumes' _data directories go back."""
     p = lab_project
     v1 = p.push("lab/app:v1", "app")
     svc = app_service(f"{p.repo}/app:latest", Path("/unused"))
-    svc["volumes"] = ["appdata:/data"]
+    svc["volumes"] = ["appdata:/data", "/state"]
     p.write_compose({"x-composeguard": FAST, "services": {"app": svc}, "volumes": {"appdata": {}}})
     assert p.cg("up", "-d", "--wait").returncode == 0
-    info = json.loads(run(["docker", "volume", "inspect", f"{p.name}_appdata"], check=True).stdout)[0]
-    data = Path(info["Mountpoint"])
-    (data / "db.txt").write_text("rows in a named volume\n")
-    before = meta_tree(data)
+    mounts = {m["Destination"]: Path(m["Source"]) for m in p.container("app")["Mounts"]}
+    named, anon = mounts["/data"], mounts["/state"]
+    (named / "db.txt").write_text("rows in a named volume\n")
+    (anon / "wal.txt").write_text("rows in an anonymous volume\n")
+    before = {"named": meta_tree(named), "anon": meta_tree(anon)}
     p.push("lab/app:v2", "app")
     [ds] = json.loads(p.cg("plan", "--json").stdout)["datasets"]
     assert ds["restore"] == "paths" and any("data-root" in u for u in ds["used_by"]), ds
-    assert ds["paths"] == [str(data)]
+    assert ds["paths"] == sorted([str(named), str(anon)])
+
+    def damage_anon() -> None:
+        (anon / "wal.txt").write_text("overwritten by the failed version\n")
 
     try:
-        r = p.cg("up", "-d", "--pull", "always")
+        proc, err = up_pausing_at(p, "probing", damage_anon, tmp_path)
 
-        assert r.returncode == 3, r.stderr
+        assert proc.returncode == 3, err
         assert v1 in p.running_digests("app")
-        assert_same_tree(before, meta_tree(data))
+        now = {m["Destination"]: m["Source"] for m in p.container("app")["Mounts"]}
+        assert now["/state"] == str(anon), "compose kept the anonymous volume"
+        assert_same_tree(before["named"], meta_tree(named))
+        assert_same_tree(before["anon"], meta_tree(anon))
     finally:  # the data-root's snapshots are this test's to release
-        release_snapshots_of(p)
-
-
-@pytest.mark.skipif(STORAGE != "zfs", reason="the guest's Docker data-root is a ZFS dataset")
-def test_anonymous_volume_is_restored(lab_project: LabProject) -> None:
-    """Step 8, point 2: an anonymous volume (compose keeps it across a recreate) is data: in the
-    data-root dataset, restored at its _data directory like a named volume."""
-    p = lab_project
-    v1 = p.push("lab/app:v1", "app")
-    svc = app_service(f"{p.repo}/app:latest", Path("/unused"))
-    svc["volumes"] = ["/data"]
-    p.write_compose({"x-composeguard": FAST, "services": {"app": svc}})
-    assert p.cg("up", "-d", "--wait").returncode == 0
-    [m] = [m for m in p.container("app")["Mounts"] if m["Destination"] == "/data"]
-    data = Path(m["Source"])
-    (data / "db.txt").write_text("rows in an anonymous volume\n")
-    before = meta_tree(data)
-    p.push("lab/app:v2", "app")
-    try:
-        r = p.cg("up", "-d", "--pull", "always")
-
-        assert r.returncode == 3, r.stderr
-        assert v1 in p.running_digests("app")
-        [m2] = [m for m in p.container("app")["Mounts"] if m["Destination"] == "/data"]
-        assert m2["Source"] == str(data), "compose kept the anonymous volume"
-        assert_same_tree(before, meta_tree(data))
-    finally:
         release_snapshots_of(p)
 
 
