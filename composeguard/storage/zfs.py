@@ -273,7 +273,15 @@ class ZfsBackend:
     def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
         snap = snapshot.name.split("@", 1)[1]
         rel = os.path.relpath(path, snapshot.dataset.mountpoint)
-        return os.path.normpath(os.path.join(snapshot.dataset.mountpoint, ".zfs", "snapshot", snap, rel))
+        root = os.path.join(snapshot.dataset.mountpoint, ".zfs", "snapshot", snap)
+        # .zfs/snapshot/<name> is an automount point: stat and lstat do not mount it (Linux >=
+        # 4.14), opening it does. Mount it now, so that what the copy lstat()s and then opens
+        # is the same directory (the snapshot's root), not the stub and then the mount.
+        try:
+            os.listdir(root)
+        except OSError as e:
+            raise StorageError(f"cannot read the snapshot {snapshot.name} at {root}: {e.strerror}") from e
+        return os.path.normpath(os.path.join(root, rel))
 
     def snapshot_failed(self, d: Dataset, project: str, txn: str) -> tuple[str, str]:
         """The failed state of a shared dataset: ``<dataset>@composeguard-failed-<txn>``, tagged
