@@ -97,29 +97,22 @@ def image_info(ref: str) -> ImageInfo | None:
     return _image(found[0]) if found else None
 
 
-def project_containers(project: str) -> list[RunningContainer]:
-    """Every container compose made for ``project`` (running or not), one-off runs excluded:
-    one ``docker ps`` and one batched ``docker container inspect``."""
-    proc = execute.run(
-        [
-            docker_binary(),
-            "container",
-            "ls",
-            "-a",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            f"label=com.docker.compose.project={project}",
-        ],
-        check=False,
-    )
+def _container_ids(*filters: str) -> list[str]:
+    """IDs of every container (running or not) matching ``filters``: one ``docker ps -a``."""
+    proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc", *filters], check=False)
     if proc.returncode != 0:
         if daemon_unreachable(proc.stderr):
             raise DaemonUnreachable("dockerd does not answer")
         lines = (proc.stderr or "").strip().splitlines()
         raise GuardError(f"docker: container ls failed: {lines[-1] if lines else proc.returncode}")
+    return proc.stdout.split()
+
+
+def project_containers(project: str) -> list[RunningContainer]:
+    """Every container compose made for ``project`` (running or not), one-off runs excluded:
+    one ``docker ps`` and one batched ``docker container inspect``."""
     out = []
-    for d in _inspect("container", proc.stdout.split()):
+    for d in _inspect("container", _container_ids("--filter", f"label=com.docker.compose.project={project}")):
         labels = (d.get("Config") or {}).get("Labels") or {}
         out.append(
             RunningContainer(
@@ -238,14 +231,8 @@ class ContainerUse:
 def all_container_uses() -> list[ContainerUse]:
     """Every container on the host, running or stopped, with the host paths it mounts: one
     ``docker ps -a`` and one batched inspect. Used to find who else keeps data in a dataset."""
-    proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc"], check=False)
-    if proc.returncode != 0:
-        if daemon_unreachable(proc.stderr):
-            raise DaemonUnreachable("dockerd does not answer")
-        lines = (proc.stderr or "").strip().splitlines()
-        raise GuardError(f"docker: container ls failed: {lines[-1] if lines else proc.returncode}")
     out = []
-    containers = _inspect("container", proc.stdout.split())
+    containers = _inspect("container", _container_ids())
     # A local volume made with -o o=bind -o device=DIR shows its _data path in a container's
     # Mounts, but its data is DIR: one batched volume inspect says where each one really is.
     names = sorted({str(m["Name"]) for d in containers for m in d.get("Mounts") or []

@@ -10,8 +10,6 @@ by a crash can simply be run again.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -24,25 +22,18 @@ from composeguard.errors import CommandError, ConfigError, StorageError
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
+from composeguard.storage.pathrestore import exchange
 
 log = logging.getLogger("composeguard.btrfs")
 
 SUBVOLUME_ROOT_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
-RENAME_EXCHANGE = 2
-AT_FDCWD = -100
 TAGS_FILE = "composeguard.json"
 TOP_BASE = "/run/composeguard/btrfs"  # top-level mounts of filesystems with subvol= data
 
 
 def _renameat2_exchange(a: str, b: str) -> None:
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fn = libc.renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    log.debug("renameat2(%s, %s, RENAME_EXCHANGE)", a, b)
-    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
-        e = ctypes.get_errno()
-        raise StorageError(f"cannot swap {b} with its restored copy: {os.strerror(e)}")
+    if not exchange(a, b):  # Btrfs has RENAME_EXCHANGE: False means something else is wrong
+        raise StorageError(f"cannot swap {b} with its restored copy: RENAME_EXCHANGE refused")
 
 
 def subvolume_info(path: str) -> dict[str, str]:
