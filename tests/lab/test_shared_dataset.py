@@ -22,6 +22,7 @@ from tests.lab.labproject import (
     composeguard_bin,
     meta_tree,
     run,
+    same_on_zfs,
     zfs,
 )
 from tests.treecompare import assert_same_tree
@@ -160,9 +161,7 @@ def test_failed_upgrade_restores_only_the_units_directory(
     assert "directory-level" in hist and "failed state" in hist
 
 
-# On ZFS the whole restore is covered by test_upgrade.py and the refusal is the same logic:
-# the guest (TCG, slow) runs only what is ZFS-specific here.
-@pytest.mark.skipif(STORAGE == "zfs", reason="covered on Btrfs; the guest time goes to ZFS-only paths")
+@same_on_zfs("the whole-dataset restore on ZFS is test_upgrade.py's seed story")
 def test_exclusive_dataset_is_still_restored_whole(lab_project: LabProject) -> None:
     """A dataset that only holds the unit's volume: whole restore (no copy), as before."""
     p = lab_project
@@ -180,7 +179,7 @@ def test_exclusive_dataset_is_still_restored_whole(lab_project: LabProject) -> N
     assert (vol / "db.txt").read_text() == "rows\n"
 
 
-@pytest.mark.skipif(STORAGE == "zfs", reason="the same logic as on Btrfs; the guest is slow")
+@same_on_zfs("the refusal is storage-independent and runs on Btrfs")
 def test_other_container_using_the_units_path_is_refused(
     lab_project: LabProject, other_project: LabProject
 ) -> None:
@@ -282,7 +281,7 @@ def release_snapshots_of(p: LabProject) -> None:
             run(["zfs", "destroy", name])
 
 
-@pytest.mark.skipif(STORAGE == "zfs", reason="the same logic as on Btrfs; the guest is slow")
+@same_on_zfs("the refusal is storage-independent and runs on Btrfs")
 @pytest.mark.parametrize("how", ["external-volume", "volumes_from"])
 def test_data_shared_with_another_project_is_refused(
     lab_project: LabProject, other_project: LabProject, how: str

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, tree
+from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, same_on_zfs, tree
 from tests.lab.labproject import app_service as lab_app_service
 
 pytestmark = pytest.mark.lab
@@ -67,6 +67,7 @@ def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
     assert v2 in p.running_digests("app")
 
 
+@same_on_zfs("two datasets snapshotted and restored together: the ZFS kill runs cover it")
 def test_dependency_volume_is_rolled_back_too(lab_project: LabProject) -> None:
     """app's new image migrates the data of the db it depends on; db's image is unchanged."""
     p = lab_project
@@ -127,6 +128,7 @@ def test_good_upgrade_commits_and_retention_keeps_the_last(lab_project: LabProje
     assert "committed" in p.cg("history").stdout
 
 
+@same_on_zfs("the probe does not depend on the storage")
 @pytest.mark.parametrize(("new", "rc"), [("lab/plain:v2", 3), ("lab/plain:v3", 0)])
 def test_service_without_healthcheck(lab_project: LabProject, new: str, rc: int) -> None:
     """No healthcheck: a crash loop is detected and rolled back; a stable one commits."""
@@ -157,6 +159,7 @@ def test_service_without_healthcheck(lab_project: LabProject, new: str, rc: int)
         assert new_digest in p.running_digests("app")
 
 
+@same_on_zfs("the refusal is storage-independent")
 def test_unprotected_volume_refused_then_allowed(lab_project: LabProject, tmp_path: Path) -> None:
     p = lab_project
     v1 = p.push("lab/app:v1", "app")
@@ -185,6 +188,7 @@ def test_unprotected_volume_refused_then_allowed(lab_project: LabProject, tmp_pa
     assert p.history()[-1]["snapshots"] == []
 
 
+@same_on_zfs("no snapshot is taken: nothing ZFS-specific")
 def test_up_without_image_change_is_plain_compose_up(lab_project: LabProject) -> None:
     p = lab_project
     p.push("lab/app:v1", "app")
@@ -201,6 +205,7 @@ def test_up_without_image_change_is_plain_compose_up(lab_project: LabProject) ->
     assert p.snapshots() == [], "no snapshot for an up that changes nothing"
 
 
+@same_on_zfs("plan's ZFS dataset names are checked by test_shared_dataset.py")
 def test_plan_json_lists_changes_and_subvolumes(lab_project: LabProject) -> None:
     p = lab_project
     v1 = p.push("lab/app:v1", "app")

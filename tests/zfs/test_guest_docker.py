@@ -33,6 +33,14 @@ pytestmark = [
     ),
 ]
 
+# The lab's own checks that start containers (DNS between services, pull, a write through a
+# dataset): every upgrade scenario in the guest depends on them working, so a broken lab shows
+# there too; they run by themselves with COMPOSEGUARD_ZFS_FULL=1 (about 3 min each under TCG).
+containers = pytest.mark.skipif(
+    os.environ.get("COMPOSEGUARD_ZFS_FULL") != "1",
+    reason="the upgrade scenarios start containers too (COMPOSEGUARD_ZFS_FULL=1 runs this check)",
+)
+
 REGISTRY = "127.0.0.1:5000"
 APP = f"{REGISTRY}/lab/app:v1"
 BUSYBOX = f"{REGISTRY}/lab/busybox:1"
@@ -140,6 +148,7 @@ def test_guest_registry_holds_the_lab_images() -> None:
         assert {"v1", "v2", "v3"} <= set(json.load(resp)["tags"])
 
 
+@containers
 def test_compose_services_reach_each_other_by_name(compose: Compose) -> None:
     # client depends on a healthy web and fetches web's /version by its service name: that only
     # works with the project network's embedded DNS (bridge networking and iptables in the guest).
@@ -158,6 +167,7 @@ def test_compose_services_reach_each_other_by_name(compose: Compose) -> None:
     assert compose("run", "--rm", "-T", "client").strip() == "v1"
 
 
+@containers
 def test_compose_pull_pulls_from_the_guest_registry(compose: Compose) -> None:
     image = f"{REGISTRY}/lab/plain:v2"
     # Only drop the registry tag: lab/plain:v2 keeps the image, so this deletes no layer.
@@ -172,6 +182,7 @@ def test_compose_pull_pulls_from_the_guest_registry(compose: Compose) -> None:
     assert any(d.startswith(f"{REGISTRY}/lab/plain@sha256:") for d in digests), digests
 
 
+@containers
 def test_container_writes_through_a_bind_mounted_dataset(dataset: tuple[str, Path]) -> None:
     name, mnt = dataset
     assert fstype_and_source(mnt) == ("zfs", name)
