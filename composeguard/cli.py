@@ -73,10 +73,10 @@ def _project_name(ctx: click.Context) -> str:
     return name if name else _project(ctx).name
 
 
-def _project(ctx: click.Context):
+def _project(ctx: click.Context, services: list[str] | None = None):
     from composeguard.compose.project import resolve
 
-    return resolve(_globals(ctx))
+    return resolve(_globals(ctx), services=services)
 
 
 UP_HELP = """Guarded `docker compose up`: takes every `docker compose up` option.
@@ -169,7 +169,7 @@ def update(
 def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
     from composeguard.commands import plan_command
 
-    plan_command(_project(ctx), list(services), as_json)
+    plan_command(_project(ctx, list(services)), list(services), as_json)
 
 
 @main.command(help="Past transactions: outcome, services, digests, snapshots, failed state.")

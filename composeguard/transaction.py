@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 from composeguard.compose import docker
@@ -55,6 +55,9 @@ class UpRequest:
     allow_unprotected: bool = False
     no_deps: bool = False
     command: str = "up"
+    # update --all: ``services`` are those with containers; one no longer in the compose
+    # files (an orphan) is left alone rather than refused.
+    deployed: bool = False
 
 
 # Options of `docker compose up` that take a value (to find the service arguments).
@@ -126,7 +129,15 @@ def refuse_if_unfinished(project: str) -> None:
 
 
 def guarded_up(req: UpRequest, rep: Reporter) -> int:
-    project = resolve(req.global_args)
+    project = resolve(req.global_args, services=req.services)
+    if req.deployed:
+        orphans = [s for s in req.services if s not in project.services]
+        if orphans:
+            log.info("not in the compose files any more, left alone: %s", ", ".join(orphans))
+            kept = [s for s in req.services if s in project.services]
+            if not kept:
+                return 0
+            req = replace(req, services=kept, up_args=["--detach", *kept])
     if os.geteuid() != 0:
         return _up_unprivileged(project, req)
     with project_lock(project.name):

@@ -10,8 +10,6 @@ from typing import Any
 
 import click
 
-from composeguard import execute
-from composeguard.entry import docker_binary
 from composeguard.errors import ExitCode, GuardError
 from composeguard.report import Reporter
 
@@ -42,19 +40,13 @@ def worst(codes: list[int]) -> int:
     return max(codes) if codes else 0
 
 
-def host_projects() -> list[tuple[str, list[str]]]:
-    """(name, config files) of every compose project Docker knows, running or stopped."""
-    proc = execute.run([docker_binary(), "compose", "ls", "--all", "--format", "json"])
-    out = []
-    for p in json.loads(proc.stdout or "[]"):
-        files = [f for f in (p.get("ConfigFiles") or "").split(",") if f]
-        if files:
-            out.append((p["Name"], files))
-    return out
-
-
 def update_one(
-    global_args: list[str], services: list[str], allow_unprotected: bool, rep: Reporter, name: str = ""
+    global_args: list[str],
+    services: list[str],
+    allow_unprotected: bool,
+    rep: Reporter,
+    name: str = "",
+    deployed: bool = False,
 ) -> ProjectResult:
     from composeguard.transaction import ExecInstead, UpRequest, guarded_up
 
@@ -65,6 +57,7 @@ def update_one(
         pull=True,
         allow_unprotected=allow_unprotected,
         command="update",
+        deployed=deployed,
     )
     try:
         return ProjectResult(name, guarded_up(req, rep))
@@ -93,12 +86,17 @@ def update_command(
         return r.exit_code
     if services or global_args:
         raise GuardError("update --all takes no services and no compose options", exit_code=ExitCode.USAGE)
+    from composeguard.compose.started import host_projects
+
     results: list[ProjectResult] = []
-    for name, files in host_projects():
+    for sp in host_projects():
+        name = sp.name
         if name_filter and not fnmatch.fnmatchcase(name, name_filter):
             continue
-        args = ["-p", name, *[a for f in files for a in ("-f", f)]]
-        r = update_one(args, [], allow_unprotected, rep, name)
+        if sp.problem:  # not knowable how it was started: say so, change nothing, go on
+            r = ProjectResult(name, int(ExitCode.USAGE), f"not updated: {sp.problem}; nothing was changed")
+        else:
+            r = update_one(sp.global_args, sp.services, allow_unprotected, rep, name, deployed=True)
         results.append(r)
         if r.message and not as_json:
             click.echo(f"composeguard: {name}: {r.message}", err=True)

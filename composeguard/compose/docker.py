@@ -108,11 +108,16 @@ def _container_ids(*filters: str) -> list[str]:
     return proc.stdout.split()
 
 
+def containers_labelled(label: str) -> list[dict[str, Any]]:
+    """The raw inspect of every container (running or not) that carries ``label``."""
+    return _inspect("container", _container_ids("--filter", f"label={label}"))
+
+
 def project_containers(project: str) -> list[RunningContainer]:
     """Every container compose made for ``project`` (running or not), one-off runs excluded:
     one ``docker ps`` and one batched ``docker container inspect``."""
     out = []
-    for d in _inspect("container", _container_ids("--filter", f"label=com.docker.compose.project={project}")):
+    for d in containers_labelled(f"com.docker.compose.project={project}"):
         labels = (d.get("Config") or {}).get("Labels") or {}
         out.append(
             RunningContainer(

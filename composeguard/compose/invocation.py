@@ -8,6 +8,7 @@ compose *would* have loaded are worked out here and passed explicitly.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,16 +64,41 @@ class Invocation:
                 inv.others.append(a)
         return inv
 
-    def config_files(self, cwd: str | None = None) -> list[str]:
-        """The compose files compose itself would load, as absolute paths, in order."""
+    @property
+    def env_files(self) -> list[str]:
+        """The ``--env-file`` values, in order."""
+        out, i = [], 0
+        while i < len(self.others):
+            a = self.others[i]
+            if a == "--env-file" and i + 1 < len(self.others):
+                out.append(self.others[i + 1])
+                i += 1
+            i += 1
+        return out
+
+    def may_read_an_env_file(self, cwd: str | None = None) -> bool:
+        """True when compose may take COMPOSE_* settings from a file: an ``--env-file``, or a
+        ``.env`` in the folder compose starts in or one it may find the project in (a parent)."""
+        if self.env_files:
+            return True
+        base = Path(cwd or os.getcwd())
+        start = (base / self.project_directory).absolute() if self.project_directory else base
+        return any((d / ".env").is_file() for d in (start, *start.parents))
+
+    def config_files(self, cwd: str | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The compose files compose itself would load, as absolute paths, in order.
+
+        ``environ`` is the environment as compose sees it (the process environment with the
+        project's ``.env`` or ``--env-file``s applied): COMPOSE_FILE may come from there."""
+        env = os.environ if environ is None else environ
         base = Path(cwd or os.getcwd())
         if self.files:
             if "-" in self.files:
                 raise ConfigError("a compose file on stdin (-f -) cannot be guarded; write it to a file")
             return [str((base / f).absolute()) for f in self.files]
-        env_files = os.environ.get("COMPOSE_FILE")
+        env_files = env.get("COMPOSE_FILE")
         if env_files:
-            sep = os.environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+            sep = env.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
             return [str((base / f).absolute()) for f in env_files.split(sep) if f]
         start = (base / self.project_directory).absolute() if self.project_directory else base
         for d in (start, *start.parents):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,9 +71,9 @@ class Project:
             raise ConfigError(f"no such service: {name} (services: {known})") from None
 
 
-def run_config(invocation: Invocation) -> str:
+def run_config(invocation: Invocation, services: list[str] | None = None) -> str:
     try:
-        return execute.run([docker_binary(), "compose", *invocation.args, "config"]).stdout
+        return execute.run([docker_binary(), "compose", *invocation.args, "config", *(services or [])]).stdout
     except CommandError as e:
         lines = [ln for ln in e.stderr.strip().splitlines() if ln.strip()]
         raise ConfigError(f"docker compose config failed: {lines[-1] if lines else e}") from e
@@ -140,8 +141,41 @@ def parse_project(text: str, invocation: Invocation, files: list[str]) -> Projec
     )
 
 
-def resolve(global_args: list[str], cwd: str | None = None) -> Project:
-    """Load the project that ``docker compose GLOBAL_ARGS …`` would act on."""
+def compose_environment(invocation: Invocation, cwd: str | None = None) -> Mapping[str, str]:
+    """The environment compose reads its own settings from (COMPOSE_FILE,
+    COMPOSE_PATH_SEPARATOR, ...): the process environment with the project's ``.env`` or the
+    ``--env-file``s applied. Which file and which value wins are compose's rules, so compose is
+    asked (``config --environment``), but only when such a file can exist."""
+    if invocation.files or not invocation.may_read_an_env_file(cwd):
+        return os.environ
+    try:
+        out = execute.run([docker_binary(), "compose", *invocation.args, "config", "--environment"]).stdout
+    except CommandError as e:
+        lines = [ln for ln in e.stderr.strip().splitlines() if ln.strip()]
+        raise ConfigError(f"docker compose config failed: {lines[-1] if lines else e}") from e
+    env = dict(os.environ)
+    for line in out.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.startswith("COMPOSE_"):
+            env[name] = value
+    return env
+
+
+def resolve(global_args: list[str], cwd: str | None = None, services: list[str] | None = None) -> Project:
+    """Load the project that ``docker compose GLOBAL_ARGS … SERVICES`` would act on.
+
+    A service named on the command line is started by compose even when its profile is not
+    active (with the dependencies it needs); ``config SERVICES`` is compose's own answer for
+    those, merged into the project."""
     invocation = Invocation.parse(global_args)
-    files = invocation.config_files(cwd or os.getcwd())
-    return parse_project(run_config(invocation), invocation, files)
+    files = invocation.config_files(cwd or os.getcwd(), compose_environment(invocation, cwd))
+    project = parse_project(run_config(invocation), invocation, files)
+    missing = [s for s in services or [] if s not in project.services]
+    if missing and all(SERVICE_NAME.fullmatch(s) for s in missing):
+        try:
+            named = parse_project(run_config(invocation, missing), invocation, files)
+        except ConfigError:  # not a service of the project at all: project.service() says so
+            return project
+        for name, svc in named.services.items():
+            project.services.setdefault(name, svc)
+    return project

@@ -130,7 +130,11 @@ class LabProject:
         return run(["docker", "compose", *args], cwd=self.dir, env=self.env, check=check)
 
     def container(self, service: str) -> dict:
-        ids = self.compose("ps", "-aq", service).stdout.split()
+        # By label, not `compose ps`: a test may start the project with files or env files
+        # that a plain `docker compose` in its folder would not load.
+        ids = run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={self.name}",
+                   "--filter", f"label=com.docker.compose.service={service}",
+                   "--filter", "label=com.docker.compose.oneoff=False"], check=True).stdout.split()
         assert ids, f"no container for {service}"
         return json.loads(run(["docker", "inspect", ids[0]], check=True).stdout)[0]
 
@@ -197,6 +201,12 @@ class LabProject:
         files = ["-f", "compose.yaml"] + (["-f", str(pins)] if pins.exists() else [])
         if (self.dir / "compose.yaml").exists():
             self.compose(*files, "down", "-t", "1", "-v", "--remove-orphans", check=False)
+        # Whatever `down` could not reach (a test started it with other files or env files).
+        label = f"label=com.docker.compose.project={self.name}"
+        left = run(["docker", "ps", "-aq", "--filter", label]).stdout.split()
+        if left:
+            run(["docker", "rm", "-f", "-v", *left])
+            run(["docker", "network", "rm", f"{self.name}_default"])
         snaps = self.snapshot_root()
         if snaps.exists():
             for p in sorted(snaps.rglob("*"), key=lambda p: -len(p.parts)):

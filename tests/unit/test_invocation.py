@@ -275,3 +275,40 @@ def test_with_files_keeps_the_project_directory():
     ]  # fmt: skip
     # the user's own -f/-p never leak through twice
     assert out.count("-p") == 1
+
+
+# -- COMPOSE_* settings from the project's .env / --env-file (step 8, point 4) -----------------
+
+
+def test_compose_file_from_the_environment_compose_sees(tmp_path, monkeypatch):
+    """COMPOSE_FILE and COMPOSE_PATH_SEPARATOR as compose reads them from `.env` (passed in by
+    project.compose_environment) win over discovery, like the process environment does."""
+    monkeypatch.delenv("COMPOSE_FILE", raising=False)
+    touch(tmp_path / "compose.yaml")
+    env = {"COMPOSE_FILE": "compose.yaml;extra,prod.yaml", "COMPOSE_PATH_SEPARATOR": ";"}
+    files = Invocation.parse([]).config_files(str(tmp_path), env)
+    assert files == [str(tmp_path / "compose.yaml"), str(tmp_path / "extra,prod.yaml")]
+
+
+def test_explicit_files_win_over_compose_file_from_dotenv(tmp_path):
+    files = Invocation.parse(["-f", "x.yml"]).config_files(str(tmp_path), {"COMPOSE_FILE": "a.yml"})
+    assert files == [str(tmp_path / "x.yml")]
+
+
+def test_env_files_are_read_from_the_options():
+    inv = Invocation.parse(["--env-file", "a.env", "--profile", "x", "--env-file=b.env", "-p", "n"])
+    assert inv.env_files == ["a.env", "b.env"]
+    assert Invocation.parse(["--profile", "x"]).env_files == []
+
+
+def test_an_env_file_can_only_matter_when_one_exists(tmp_path):
+    proj = tmp_path / "proj" / "sub"
+    proj.mkdir(parents=True)
+    assert not Invocation.parse([]).may_read_an_env_file(str(proj))
+    assert Invocation.parse(["--env-file", "x.env"]).may_read_an_env_file(str(proj))
+    touch(tmp_path / "proj" / ".env")  # in a parent: compose may find the project there
+    assert Invocation.parse([]).may_read_an_env_file(str(proj))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    touch(other / ".env")
+    assert Invocation.parse(["--project-directory", str(other)]).may_read_an_env_file("/")
