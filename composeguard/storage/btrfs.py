@@ -10,19 +10,22 @@ by a crash can simply be run again.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import stat
+import struct
 import urllib.parse
 from pathlib import Path
 
 from composeguard import execute
 from composeguard.errors import CommandError, ConfigError, StorageError
 from composeguard.settings import parse_size_or_percent
+from composeguard.state import write_atomic
+from composeguard.storage import safedir
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
-from composeguard.storage.pathrestore import exchange
 
 log = logging.getLogger("composeguard.btrfs")
 
@@ -31,9 +34,44 @@ TAGS_FILE = "composeguard.json"
 TOP_BASE = "/run/composeguard/btrfs"  # top-level mounts of filesystems with subvol= data
 
 
-def _renameat2_exchange(a: str, b: str) -> None:
-    if not exchange(a, b):  # Btrfs has RENAME_EXCHANGE: False means something else is wrong
-        raise StorageError(f"cannot swap {b} with its restored copy: RENAME_EXCHANGE refused")
+# linux/btrfs.h: struct btrfs_ioctl_vol_args_v2 (fd, transid, flags, 4 x u64, name[4040]) and
+# struct btrfs_ioctl_vol_args (fd, name[4088]) are both 4096 bytes.
+BTRFS_IOC_SNAP_CREATE_V2 = 0x50009417  # _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
+BTRFS_IOC_SNAP_DESTROY = 0x5000940F  # _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+
+
+def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
+    """A writable snapshot of the subvolume ``source`` made as ``name`` in the directory
+    ``dir_fd``, by ioctl: the new name is made in that very directory and never through a
+    link (EEXIST when anything has the name), unlike ``btrfs subvolume snapshot SRC PATH``,
+    which would put the snapshot INSIDE a folder or link planted at PATH."""
+    bname = os.fsencode(name)
+    if not bname or b"/" in bname or len(bname) > 4039:
+        raise StorageError(f"cannot make {where}: bad name")
+    src_fd = safedir.open_dir(source)
+    try:
+        args = bytearray(4096)
+        struct.pack_into("=q", args, 0, src_fd)
+        args[56 : 56 + len(bname)] = bname
+        log.debug("ioctl BTRFS_IOC_SNAP_CREATE_V2 %s -> %s", source, where)
+        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
+    except OSError as e:
+        raise StorageError(f"cannot copy the snapshot {source} to {where}: {e.strerror}") from e
+    finally:
+        os.close(src_fd)
+
+
+def destroy_at(dir_fd: int, name: str, where: str) -> None:
+    """Delete the subvolume ``name`` of the directory ``dir_fd`` (looked up there, never
+    through a link)."""
+    args = bytearray(4096)
+    bname = os.fsencode(name)
+    args[8 : 8 + len(bname)] = bname
+    log.debug("ioctl BTRFS_IOC_SNAP_DESTROY %s", where)
+    try:
+        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, args)
+    except OSError as e:
+        raise StorageError(f"cannot delete {where}: {e.strerror}") from e
 
 
 def subvolume_info(path: str) -> dict[str, str]:
@@ -95,7 +133,7 @@ class BtrfsBackend:
         top = os.path.join(TOP_BASE, urllib.parse.quote(source, safe=""))
         if not any(m.mountpoint == top and m.fstype == "btrfs" for m in self.mounts):
             if not any(m.mountpoint == top and m.fstype == "btrfs" for m in read_mounts()):
-                _private_dirs(Path(top))
+                _private_dirs(Path(top), Path(TOP_BASE).parent)
                 try:
                     execute.run(["mount", "-t", "btrfs", "-o", "subvolid=5", source, top])
                 except CommandError as e:
@@ -160,7 +198,7 @@ class BtrfsBackend:
         self._ensure(d.name)
         target = self.txn_dir(d, project, txn) / "failed" / self._rel(d)
         if not self._is_subvolume(target):
-            _private_dirs(target.parent)
+            _private_dirs(target.parent, self.snapshot_base(d))
             try:
                 execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
             except CommandError as e:
@@ -193,19 +231,22 @@ class BtrfsBackend:
                 )
 
     def check_location(self, datasets: list[Dataset], project: str) -> None:
-        """The snapshot folder must be on the same filesystem (checked before anything stops)."""
+        """The snapshot folder must be on the same filesystem and only root may change it
+    (checked before anything stops)."""
         for d in datasets:
             try:
+                _check_private(self.txn_dir(d, project, "check"), self.snapshot_base(d))
                 self._check_same_fs(self.txn_dir(d, project, "check"), d)
             except StorageError as e:
                 raise ConfigError(f"{e} (x-composeguard.btrfs_snapshot_dir); nothing was changed") from e
 
     # -- paths -----------------------------------------------------------------------------
-    def txn_dir(self, dataset: Dataset, tags_project: str, txn: str) -> Path:
+    def snapshot_base(self, dataset: Dataset) -> Path:
         base = Path(self.snapshot_dir)
-        if not base.is_absolute():
-            base = Path(dataset.mountpoint) / base
-        return base / tags_project / txn
+        return base if base.is_absolute() else Path(dataset.mountpoint) / base
+
+    def txn_dir(self, dataset: Dataset, tags_project: str, txn: str) -> Path:
+        return self.snapshot_base(dataset) / tags_project / txn
 
     @staticmethod
     def _rel(dataset: Dataset) -> str:
@@ -221,7 +262,7 @@ class BtrfsBackend:
             tdir = self.txn_dir(d, tags.project, tags.txn)
             target = tdir / "pre" / self._rel(d)
             self._check_same_fs(tdir, d)
-            _private_dirs(target.parent)
+            _private_dirs(target.parent, self.snapshot_base(d))
             self._write_tags(tdir, tags)
             if not target.exists():
                 try:
@@ -266,36 +307,57 @@ class BtrfsBackend:
             "old_digests": tags.old_digests,
             "new_digests": tags.new_digests,
         }
-        tmp = f.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, f)
+        write_atomic(f, json.dumps(data, indent=2) + "\n")  # O_EXCL|O_NOFOLLOW temp file
 
     # -- restore ---------------------------------------------------------------------------
     def restore(self, snapshot: Snapshot, txn: str) -> str:
+        """Swap a writable copy of ``snapshot`` in for the live subvolume. The folder holding
+        the live subvolume may be writable by others (a shared docker folder): the copy is
+        made, checked, swapped and moved through descriptors of that folder, and a name in
+        the way that is not composeguard's own copy is refused, never deleted."""
         d = snapshot.dataset
         self._ensure(d.name)
         live = Path(d.name)
         txn_dir = Path(snapshot.name).parents[len(Path(self._rel(d)).parts)]  # .../<txn>
         failed = txn_dir / "failed" / self._rel(d)
-        staging = live.parent / f".{live.name}.composeguard-restore-{txn}"
+        sname = f".{live.name}.composeguard-restore-{txn}"
+        staging = live.parent / sname
         pre_uuid = subvolume_info(snapshot.name)["UUID"]
-
-        if failed.exists() and live.exists() and self._is_copy_of(str(live), pre_uuid):
-            return str(failed)  # already restored (a re-run after a crash)
-        if staging.exists():
-            if live.exists() and self._is_copy_of(str(live), pre_uuid):
-                self._keep_failed(staging, failed)  # the swap happened; finish the move
-                return str(failed)
-            self._delete(str(staging))  # a half-made copy: make it again
+        pfd = safedir.open_dir(str(live.parent))
         try:
-            execute.run(["btrfs", "subvolume", "snapshot", snapshot.name, str(staging)])
-        except CommandError as e:
-            raise StorageError(f"cannot copy the snapshot {snapshot.name}: {_last_line(e.stderr)}") from e
-        if live.exists():
-            _renameat2_exchange(str(staging), str(live))
-            self._keep_failed(staging, failed)
-        else:  # the live subvolume vanished: put the restored copy in its place
-            os.rename(staging, live)
+            here = f"/proc/{os.getpid()}/fd/{pfd}"  # the folder we hold, whatever it is called now
+
+            def copy_of_pre(name: str) -> bool:
+                st = safedir.entry(pfd, name)
+                return (
+                    st is not None and stat.S_ISDIR(st.st_mode) and st.st_ino == SUBVOLUME_ROOT_INO
+                    and self._is_copy_of(f"{here}/{name}", pre_uuid)
+                )
+
+            live_st = safedir.entry(pfd, live.name)
+            if live_st is not None and stat.S_ISLNK(live_st.st_mode):
+                raise StorageError(f"{live} is now a symlink; not restoring through it")
+            if failed.exists() and copy_of_pre(live.name):
+                return str(failed)  # already restored (a re-run after a crash)
+            if safedir.entry(pfd, sname) is not None:
+                if not copy_of_pre(sname):
+                    raise StorageError(
+                        f"{staging} is in the way and is not composeguard's copy of {snapshot.name}; "
+                        f"move it away, then run `composeguard recover`"
+                    )
+                if copy_of_pre(live.name):
+                    self._keep_failed(pfd, sname, staging, failed, txn_dir)  # swapped; finish the move
+                    return str(failed)
+                destroy_at(pfd, sname, str(staging))  # a half-made copy: make it again
+            snapshot_at(snapshot.name, pfd, sname, str(staging))
+            if safedir.entry(pfd, live.name) is not None:
+                if not safedir.exchange(pfd, sname, pfd, live.name, str(live)):
+                    raise StorageError(f"cannot swap {live} with its restored copy: RENAME_EXCHANGE refused")
+                self._keep_failed(pfd, sname, staging, failed, txn_dir)
+            else:  # the live subvolume vanished: put the restored copy in its place
+                safedir.rename(pfd, sname, pfd, live.name, f"the restored copy to {live}")
+        finally:
+            os.close(pfd)
         return str(failed)
 
     @staticmethod
@@ -305,9 +367,13 @@ class BtrfsBackend:
         except CommandError:
             return False
 
-    def _keep_failed(self, staging: Path, failed: Path) -> None:
-        _private_dirs(failed.parent)
-        os.rename(staging, failed)
+    def _keep_failed(self, pfd: int, sname: str, staging: Path, failed: Path, txn_dir: Path) -> None:
+        _private_dirs(failed.parent, txn_dir.parent.parent)
+        ffd = safedir.open_dir(str(failed.parent))
+        try:
+            safedir.rename(pfd, sname, ffd, failed.name, f"{staging} to {failed}")
+        finally:
+            os.close(ffd)
         execute.run(["btrfs", "property", "set", "-ts", str(failed), "ro", "true"])
 
     # -- cleanup ---------------------------------------------------------------------------
@@ -334,15 +400,34 @@ class BtrfsBackend:
             raise StorageError(f"cannot delete {name}: {_last_line(e.stderr)}") from e
 
 
-def _private_dirs(p: Path) -> None:
-    """Create ``p`` and its missing parents 0700: snapshot trees hold data whose own folder
-    may have been private."""
-    missing = []
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for q in reversed(missing):
+def _private_dirs(p: Path, base: Path) -> None:
+    """Create ``p`` and its missing parents up from ``base`` 0700: snapshot trees hold data
+    whose own folder may have been private. What exists from ``base`` down must be a real
+    folder that only root can change: composeguard writes there as root, and a folder another
+    user could change would let them redirect it (a symlink, a planted tags file)."""
+    for q in _check_private(p, base):
+        log.debug("mkdir %s (0700)", q)
         os.mkdir(q, 0o700)
+
+
+def _check_private(p: Path, base: Path) -> list[Path]:
+    """Check the folders from ``base`` down to ``p`` that exist; return the missing ones, top
+    first."""
+    p, base = Path(os.path.normpath(p)), Path(os.path.normpath(base))
+    if p != base and base not in p.parents:
+        raise StorageError(f"{p} is not inside the snapshot folder {base}")
+    chain = [base, *reversed([q for q in p.parents if base in q.parents]), p] if p != base else [base]
+    for i, q in enumerate(chain):
+        try:
+            st = os.lstat(q)
+        except FileNotFoundError:
+            return chain[i:]
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise StorageError(
+                f"{q} is not a folder only root can change (a symlink, another owner, or writable "
+                f"by others); composeguard keeps snapshots only in such a folder"
+            )
+    return []
 
 
 def _last_line(text: str) -> str:

@@ -26,27 +26,22 @@ kill at any point and get the same result.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import errno
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from composeguard.errors import StorageError
 from composeguard.faults import pause_point
+from composeguard.storage import safedir
 from composeguard.storage.base import Dataset, Snapshot
 from composeguard.storage.mounts import read_mounts
-from composeguard.storage.treecopy import copy_entry, copy_tree, remove_tree
+from composeguard.storage.treecopy import copy_entries, copy_entry
 from composeguard.storage.usage import RESERVED_ROOT_NAMES, is_inside, own_name
 
 log = logging.getLogger("composeguard.pathrestore")
-
-RENAME_EXCHANGE = 2
-AT_FDCWD = -100
-
 
 class PathBackend(Protocol):
     def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
@@ -60,28 +55,6 @@ class PathBackend(Protocol):
         """Release whatever reading the snapshot needed (ZFS: the .zfs automount)."""
 
 
-def exchange(a: str, b: str) -> bool:
-    """Swap two names atomically; False when the filesystem cannot (then the caller renames)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    fn = libc.renameat2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    log.debug("renameat2(%s, %s, RENAME_EXCHANGE)", a, b)
-    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
-        return True
-    e = ctypes.get_errno()
-    if e in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise StorageError(f"cannot swap {b} with its restored copy: {os.strerror(e)}")
-
-
-def _ino(path: str) -> int | None:
-    try:
-        return os.lstat(path).st_ino
-    except FileNotFoundError:
-        return None
-
-
 def staging_of(path: str, txn: str) -> str:
     parent, name = os.path.split(path)
     return os.path.join(parent, f".{name}.composeguard-restore-{txn}")
@@ -90,11 +63,6 @@ def staging_of(path: str, txn: str) -> str:
 def old_of(path: str, txn: str) -> str:
     parent, name = os.path.split(path)
     return os.path.join(parent, f".{name}.composeguard-old-{txn}")
-
-
-def _rename(a: str, b: str) -> None:
-    log.debug("rename %s -> %s", a, b)
-    os.rename(a, b)
 
 
 def restore_paths(
@@ -139,49 +107,70 @@ def _restore_dir(
 
     ``staging`` and ``old`` are private folders next to ``path`` holding one entry of
     ``path``'s name: the restored copy, and (after the swap) the failed one. The swap is one
-    ``RENAME_EXCHANGE`` where the filesystem has it, else two renames."""
-    staging, old = staging_of(path, txn), old_of(path, txn)
-    name = os.path.basename(path)
-    copy, aside = os.path.join(staging, name), os.path.join(old, name)
+    ``RENAME_EXCHANGE`` where the filesystem has it, else two renames. The folder holding
+    ``path`` may be writable by others: everything there goes through descriptors (safedir)."""
     if state.get("swapped"):
         return
-    copy_ino = state.get("staging_ino")
-    if copy_ino is not None and _ino(path) == copy_ino:
-        state["swapped"] = True  # killed right after the swap
-        save()
-        return
-    if not os.path.lexists(src):
-        # P did not exist before the upgrade: the restored state is "no P"
-        if os.path.lexists(path):
-            _private_dir(old)
-            _rename(path, aside)
-        state["swapped"] = True
-        save()
-        return
-    if copy_ino is None or _ino(copy) != copy_ino:
-        if os.path.lexists(staging):
-            remove_tree(staging)  # a half-made copy from a killed run: make it again
-        _private_dir(staging)
-        stats = copy_entry(os.path.dirname(src), os.path.basename(src), staging, method=method)
-        log.info("restored copy of %s: %d files, %d bytes (%s)", path, stats.files, stats.bytes, method)
-        state["staging_ino"] = _ino(copy)
-        save()
-        pause_point("dir-copied")
-    if os.path.lexists(path):
-        if not exchange(copy, path):  # after an exchange the failed entry is in staging
-            _private_dir(old)
-            _rename(path, aside)
-            _rename(copy, path)
-    else:
-        _rename(copy, path)
+    parent, name = os.path.split(path)
+    staging, old = staging_of(path, txn), old_of(path, txn)
+    sname, oname = os.path.basename(staging), os.path.basename(old)
+    pfd = safedir.open_dir(parent)
+    try:
+        copy_ino = state.get("staging_ino")
+        live = safedir.entry(pfd, name)
+        if copy_ino is not None and live is not None and live.st_ino == copy_ino:
+            state["swapped"] = True  # killed right after the swap
+            save()
+            return
+        if not os.path.lexists(src):
+            # P did not exist before the upgrade: the restored state is "no P"
+            if live is not None:
+                ofd = safedir.private_dir(pfd, oname, old)
+                try:
+                    safedir.rename(pfd, name, ofd, name, f"{path} to {old}")
+                finally:
+                    os.close(ofd)
+            state["swapped"] = True
+            save()
+            return
+        sfd = safedir.private_dir(pfd, sname, staging)
+        try:
+            made = safedir.entry(sfd, name)
+            if copy_ino is None or made is None or made.st_ino != copy_ino:
+                if made is not None:  # a half-made copy from a killed run: make it again
+                    _remove_entry(sfd, name, made, os.path.join(staging, name))
+                stats = copy_entry(os.path.dirname(src), os.path.basename(src), staging, method=method,
+                                   dst_dir_fd=sfd)
+                log.info("restored copy of %s: %d files, %d bytes (%s)", path, stats.files, stats.bytes,
+                         method)
+                state["staging_ino"] = os.lstat(name, dir_fd=sfd).st_ino
+                save()
+                pause_point("dir-copied")
+            if safedir.entry(pfd, name) is None:
+                safedir.rename(sfd, name, pfd, name, f"the restored copy to {path}")
+            elif not safedir.exchange(sfd, name, pfd, name, path):  # then the failed one is in staging
+                ofd = safedir.private_dir(pfd, oname, old)
+                try:
+                    safedir.rename(pfd, name, ofd, name, f"{path} to {old}")
+                finally:
+                    os.close(ofd)
+                safedir.rename(sfd, name, pfd, name, f"the restored copy to {path}")
+        finally:
+            os.close(sfd)
+    finally:
+        os.close(pfd)
     state["swapped"] = True
     save()
     pause_point("dir-swapped")
 
 
-def _private_dir(path: str) -> None:
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.mkdir(path, 0o700)
+def _remove_entry(dir_fd: int, name: str, st: os.stat_result, where: str) -> None:
+    """Delete ``name`` in one of composeguard's private folders (no link is followed)."""
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+    log.debug("removed %s", where)
 
 
 def _restore_entries(
@@ -193,88 +182,99 @@ def _restore_entries(
     save: Callable[[], None],
     child_mounts: set[str],
 ) -> None:
-    """``path`` cannot be renamed (it is a mount point): swap each of its entries instead."""
-    staging = os.path.join(path, f".composeguard-restore-{txn}")
-    old = os.path.join(path, f".composeguard-old-{txn}")
+    """``path`` cannot be renamed (it is a mount point): swap each of its entries instead,
+    through descriptors of ``path`` and of two private folders in it."""
     if state.get("swapped"):
         return
+    sname, oname = f".composeguard-restore-{txn}", f".composeguard-old-{txn}"
+    staging, old = os.path.join(path, sname), os.path.join(path, oname)
 
     def ours(name: str) -> bool:
         p = os.path.join(path, name)
         return name in RESERVED_ROOT_NAMES or own_name(name) or p in child_mounts
 
-    if not state.get("copied"):
-        if os.path.lexists(staging):
-            remove_tree(staging)
-        copy_tree(src, staging, method=method)
-        for name in os.listdir(staging):  # a child dataset's mount point is an empty dir here
-            if ours(name):
-                p = os.path.join(staging, name)
-                if os.path.isdir(p) and not os.path.islink(p):
-                    remove_tree(p)
-                else:
-                    os.unlink(p)
-        state["copied"] = True
-        save()
-        pause_point("dir-copied")
-    if not os.path.isdir(old):
-        os.mkdir(old, 0o700)
-    wanted = sorted(n for n in os.listdir(src) if not ours(n))
-    first = True
-    for name in wanted:
-        s = os.path.join(staging, name)
-        if not os.path.lexists(s):
-            continue  # already moved in
-        live = os.path.join(path, name)
-        if os.path.lexists(live):
-            _rename(live, os.path.join(old, name))
-        _rename(s, live)
-        if first:
+    pfd = safedir.open_dir(path)
+    try:
+        if not state.get("copied"):
+            safedir.remove_private(pfd, sname, staging)  # a half-made copy from a killed run
+            sfd = safedir.private_dir(pfd, sname, staging)
+            try:
+                # a child dataset's mount point is an empty folder in the snapshot: not copied
+                copy_entries(src, sorted(n for n in os.listdir(src) if not ours(n)), staging,
+                             method=method, dst_dir_fd=sfd)
+            finally:
+                os.close(sfd)
+            state["copied"] = True
             save()
-            pause_point("dir-swapped")
-            first = False
-    for name in sorted(os.listdir(path)):
-        if name not in wanted and not ours(name):
-            _rename(os.path.join(path, name), os.path.join(old, name))  # made by the failed version
-    _copy_dir_metadata(src, path)
+            pause_point("dir-copied")
+        sfd = safedir.private_dir(pfd, sname, staging)
+        ofd = safedir.private_dir(pfd, oname, old)
+        try:
+            wanted = sorted(n for n in os.listdir(src) if not ours(n))
+            first = True
+            for name in wanted:
+                if safedir.entry(sfd, name) is None:
+                    continue  # already moved in
+                if safedir.entry(pfd, name) is not None:
+                    safedir.rename(pfd, name, ofd, name, f"{os.path.join(path, name)} to {old}")
+                safedir.rename(sfd, name, pfd, name, f"the restored {os.path.join(path, name)}")
+                if first:
+                    save()
+                    pause_point("dir-swapped")
+                    first = False
+            for name in sorted(os.listdir(pfd)):
+                if name not in wanted and not ours(name):  # made by the failed version
+                    safedir.rename(pfd, name, ofd, name, f"{os.path.join(path, name)} to {old}")
+        finally:
+            os.close(ofd)
+            os.close(sfd)
+        _copy_dir_metadata(src, pfd)
+    finally:
+        os.close(pfd)
     st = os.lstat(src)
     state["times"] = [st.st_atime_ns, st.st_mtime_ns]  # put back again after the cleanup
     state["swapped"] = True
     save()
 
 
-def _copy_dir_metadata(src: str, dst: str) -> None:
+def _copy_dir_metadata(src: str, dst_fd: int) -> None:
     """The restored root keeps its inode: give it the owner, mode, xattrs and times it had in
-    the snapshot (``src``)."""
+    the snapshot (``src``), through its descriptor (never through a link)."""
     st = os.lstat(src)
-    os.chown(dst, st.st_uid, st.st_gid, follow_symlinks=False)
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    for name in os.listxattr(dst):
+    os.chown(dst_fd, st.st_uid, st.st_gid)
+    os.chmod(dst_fd, stat.S_IMODE(st.st_mode))
+    for name in os.listxattr(dst_fd):
         if name not in os.listxattr(src):
-            os.removexattr(dst, name)
+            os.removexattr(dst_fd, name)
     for name in os.listxattr(src):
-        os.setxattr(dst, name, os.getxattr(src, name))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.setxattr(dst_fd, name, os.getxattr(src, name))
+    os.utime(dst_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def cleanup(record: dict[str, Any], txn: str) -> None:
     """Delete the moved-aside failed directories and empty staging folders (the failed
-    state is in the ``failed`` snapshot). Never crosses into a mount below them."""
+    state is in the ``failed`` snapshot). Never crosses into a mount below them, never
+    deletes a folder composeguard did not make, never follows a link."""
     mounts = [m.mountpoint for m in read_mounts()]
     for path in record.get("paths") or []:
         root_mode = path == record.get("root") or os.path.ismount(path)
-        targets = (
-            [os.path.join(path, f".composeguard-{kind}-{txn}") for kind in ("old", "restore")]
-            if root_mode
-            else [old_of(path, txn), staging_of(path, txn)]
-        )
-        for t in targets:
-            if not os.path.lexists(t):
-                continue
-            below = [m for m in mounts if is_inside(m, t)]
-            if below:
-                raise StorageError(f"not deleting {t}: {below[0]} is mounted below it")
-            remove_tree(t)
-        times = (record.get("progress") or {}).get(path, {}).get("times")
-        if root_mode and times:  # deleting in it changed the restored root's times
-            os.utime(path, ns=(times[0], times[1]))
+        if root_mode:
+            where, names = path, [f".composeguard-{kind}-{txn}" for kind in ("old", "restore")]
+        else:
+            where = os.path.dirname(path)
+            names = [os.path.basename(old_of(path, txn)), os.path.basename(staging_of(path, txn))]
+        fd = safedir.open_dir(where)
+        try:
+            for n in names:
+                t = os.path.join(where, n)
+                if safedir.entry(fd, n) is None:
+                    continue
+                below = [m for m in mounts if is_inside(m, t)]
+                if below:
+                    raise StorageError(f"not deleting {t}: {below[0]} is mounted below it")
+                safedir.remove_private(fd, n, t)
+            times = (record.get("progress") or {}).get(path, {}).get("times")
+            if root_mode and times:  # deleting in it changed the restored root's times
+                os.utime(fd, ns=(times[0], times[1]))
+        finally:
+            os.close(fd)

@@ -511,34 +511,47 @@ def copy_tree(src: str, dst: str, *, method: str) -> CopyStats:
     return s
 
 
-def copy_entry(src_dir: str, name: str, dst_dir: str, *, method: str) -> CopyStats:
+def copy_entry(
+    src_dir: str, name: str, dst_dir: str, *, method: str, dst_dir_fd: int | None = None
+) -> CopyStats:
     """Copy the one entry ``name`` of the directory ``src_dir`` (a regular file, symlink, node,
     or a whole directory tree) into the existing directory ``dst_dir`` under the same name,
     exactly as :func:`copy_tree` copies entries. Used to restore a single bind-mounted file as
     well as a directory: ``dst_dir`` is a fresh private (0700) staging folder next to the
     live path, so the copy can be renamed into place."""
+    return copy_entries(src_dir, [name], dst_dir, method=method, dst_dir_fd=dst_dir_fd)
+
+
+def copy_entries(
+    src_dir: str, names: list[str], dst_dir: str, *, method: str, dst_dir_fd: int | None = None
+) -> CopyStats:
+    """:func:`copy_entry` for several entries, flushed to disk once at the end. ``dst_dir_fd``,
+    when given, is the destination (already opened without following links; ``dst_dir`` then
+    only names it in messages)."""
     if method not in ("reflink", "copy"):
         raise TreeCopyError(f"unknown tree copy method {method!r} (reflink or copy)")
-    bname = os.fsencode(name)
-    if not bname or b"/" in bname or bname in (b".", b".."):
-        raise TreeCopyError(f"cannot copy {_show(name)}: not an entry name")
+    bnames = [os.fsencode(n) for n in names]
+    for bname in bnames:
+        if not bname or b"/" in bname or bname in (b".", b".."):
+            raise TreeCopyError(f"cannot copy {_show(bname)}: not an entry name")
     src_fd, _ = _open_top(src_dir)
     copier = _Copier(src_dir, dst_dir, method)
     try:
         try:
-            dst_fd = os.open(dst_dir, _DIR_FLAGS)
+            dst_fd = os.dup(dst_dir_fd) if dst_dir_fd is not None else os.open(dst_dir, _DIR_FLAGS)
         except OSError as e:
             raise TreeCopyError(f"cannot open {_show(dst_dir)}: {e.strerror}") from e
         try:
             st = os.fstat(dst_fd)
             copier.dst_root_fd, copier.dst_dev_ino = dst_fd, (st.st_dev, st.st_ino)
-            stack: list = []
-            try:
-                copier.entry(stack, src_fd, dst_fd, b"", bname)
-                copier.drain(stack)
-            finally:
-                for s_fd, d_fd, rel, _, _ in stack:
-                    _close_level(s_fd, d_fd, rel)
+            for bname in bnames:
+                stack: list = []
+                try:
+                    copier.entry(stack, src_fd, dst_fd, b"", bname)
+                    copier.drain(stack)
+                finally:
+                    for s_fd, d_fd, rel, _, _ in stack:
+                        _close_level(s_fd, d_fd, rel)
             try:
                 _syncfs(dst_fd)
             except OSError as e:
