@@ -32,6 +32,7 @@ import shutil
 import stat
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from composeguard.errors import StorageError
@@ -131,9 +132,14 @@ class _Copier:
         self.dst_root_fd = dst_fd
         st = os.fstat(dst_fd)
         self.dst_dev_ino = (st.st_dev, st.st_ino)
+        self.walk(lambda stack: self.push_dir(stack, src_fd, dst_fd, b"", src_st))
+
+    def walk(self, start: Callable[[list], None]) -> None:
+        """Run ``start`` (which puts the first level on the stack), then copy all of it; the
+        descriptors still on the stack are closed whatever happens."""
         stack: list[tuple[int, int, bytes, os.stat_result, list[bytes]]] = []
         try:
-            self.push_dir(stack, src_fd, dst_fd, b"", src_st)
+            start(stack)
             self.drain(stack)
         finally:
             for s_fd, d_fd, rel, _, _ in stack:
@@ -545,13 +551,7 @@ def copy_entries(
             st = os.fstat(dst_fd)
             copier.dst_root_fd, copier.dst_dev_ino = dst_fd, (st.st_dev, st.st_ino)
             for bname in bnames:
-                stack: list = []
-                try:
-                    copier.entry(stack, src_fd, dst_fd, b"", bname)
-                    copier.drain(stack)
-                finally:
-                    for s_fd, d_fd, rel, _, _ in stack:
-                        _close_level(s_fd, d_fd, rel)
+                copier.walk(lambda stack, b=bname: copier.entry(stack, src_fd, dst_fd, b"", b))
             try:
                 _syncfs(dst_fd)
             except OSError as e:
