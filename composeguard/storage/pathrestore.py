@@ -6,7 +6,7 @@ stopped; every other container keeps running):
 1. the failed state of the whole dataset is kept as a second snapshot (``failed``), so nothing
    the new version wrote is destroyed, and moving a directory aside later loses nothing;
 2. each unit path P is rebuilt from the pre-upgrade snapshot in a staging directory next to it
-   on the same dataset (``copy_tree``: reflink on Btrfs, ``copy_file_range`` on ZFS, which
+   on the same dataset (``copy_entry``: reflink on Btrfs, ``copy_file_range`` on ZFS, which
    clones blocks where OpenZFS has block cloning), with owners, modes, times, xattrs, ACLs,
    hardlinks, symlinks and holes;
 3. the staging directory takes P's place: ``renameat2(RENAME_EXCHANGE)`` where the filesystem
