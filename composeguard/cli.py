@@ -219,7 +219,7 @@ def recover(ctx: click.Context) -> None:
 @main.command(help="Show the versions of composeguard and docker compose.")
 def version() -> None:
     from composeguard import execute
-    from composeguard.entry import docker_binary
+    from composeguard.dockercli import docker_binary
 
     click.echo(f"composeguard {__version__}")
     proc = execute.run([docker_binary(), "compose", "version"], check=False)
@@ -256,7 +256,7 @@ def run(args: list[str]) -> None:
     except ExecInstead as e:
         from composeguard.entry import exec_compose
 
-        exec_compose(e.argv[2:])
+        exec_compose(e.args_)
         return
     except GuardError as e:
         if debug:

@@ -3,7 +3,7 @@
 Everything composeguard does not guard is handed to ``docker compose`` by replacing this
 process (``execvp``), so stdin/stdout/stderr, the TTY, signals and the exit code are compose's
 own. Only the standard library's ``os`` and ``sys`` are imported on that path; click, yaml and
-python-on-whales are loaded only for the guard's own commands.
+the rest of composeguard are loaded only for the guard's own commands.
 """
 
 from __future__ import annotations
@@ -11,23 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-# Compose's global options that take a value (``-f X``, ``--file X`` or ``--file=X``).
-GLOBAL_OPTIONS_WITH_VALUE = frozenset(
-    {
-        "-f",
-        "--file",
-        "-p",
-        "--project-name",
-        "--project-directory",
-        "--env-file",
-        "--profile",
-        "--ansi",
-        "--progress",
-        "--parallel",
-        "--workdir",
-    }
-)
-SHORT_WITH_VALUE = ("-f", "-p")
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE, docker_binary
 
 # The commands composeguard handles itself; every other command passes through.
 GUARDED_COMMANDS = frozenset(
@@ -57,10 +41,6 @@ def split_global_options(args: list[str]) -> tuple[list[str], str | None, list[s
 
 def wants_help(global_options: list[str]) -> bool:
     return any(a in ("-h", "--help") for a in global_options)
-
-
-def docker_binary() -> str:
-    return os.environ.get("COMPOSEGUARD_DOCKER", "docker")
 
 
 def exec_compose(args: list[str]) -> None:

@@ -38,6 +38,11 @@ class LockedError(GuardError):
     exit_code = ExitCode.LOCKED
 
 
+def last_line(text: str | None, default: str = "unknown error") -> str:
+    """The last non-blank line of a command's output: what the user needs of its stderr."""
+    return next((ln.strip() for ln in reversed((text or "").splitlines()) if ln.strip()), default)
+
+
 class CommandError(GuardError):
     """An external command failed; carries its arguments, exit code and stderr."""
 
@@ -45,7 +50,7 @@ class CommandError(GuardError):
         self.args_list = list(args)
         self.returncode = returncode
         self.stderr = stderr
-        last = next((ln for ln in reversed(stderr.strip().splitlines()) if ln.strip()), "")
+        last = last_line(stderr, "")
         super().__init__(
             message
             or f"{args[0]} {args[1] if len(args) > 1 else ''} failed (exit {returncode}): {last}".replace(

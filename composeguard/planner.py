@@ -11,7 +11,7 @@ from typing import Any
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project
-from composeguard.errors import ConfigError
+from composeguard.errors import ConfigError, last_line
 from composeguard.pins import PinFile
 from composeguard.storage.base import Dataset
 from composeguard.storage.mounts import read_mounts
@@ -244,7 +244,7 @@ def registry_digests(project: Project) -> dict[str, str]:
     import yaml
 
     from composeguard import execute
-    from composeguard.entry import docker_binary
+    from composeguard.dockercli import docker_binary
 
     proc = execute.run(
         [docker_binary(), "compose", *project.invocation.args, "config", "--resolve-image-digests"],
@@ -252,8 +252,7 @@ def registry_digests(project: Project) -> dict[str, str]:
         timeout=120,
     )
     if proc.returncode != 0:
-        lines = (proc.stderr or "").strip().splitlines()
-        raise ConfigError(f"cannot ask the registry for digests: {lines[-1] if lines else '?'}")
+        raise ConfigError(f"cannot ask the registry for digests: {last_line(proc.stderr, '?')}")
     model = yaml.safe_load(proc.stdout) or {}
     out = {}
     for svc, raw in (model.get("services") or {}).items():

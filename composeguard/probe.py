@@ -23,7 +23,7 @@ from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from composeguard import execute
 from composeguard.compose.docker import DaemonUnreachable, inspect_containers, wait_for_daemon
-from composeguard.entry import docker_binary
+from composeguard.dockercli import docker_binary
 from composeguard.settings import EffectiveSettings, Probe
 
 log = logging.getLogger("composeguard.probe")

@@ -15,8 +15,7 @@ from typing import NoReturn
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
-from composeguard.entry import docker_binary
-from composeguard.errors import ConfigError, GuardError, RollbackFailed, RolledBack, StorageError
+from composeguard.errors import ConfigError, GuardError, RollbackFailed, RolledBack, StorageError, last_line
 from composeguard.faults import pause_point
 from composeguard.journal import (
     ABORTED,
@@ -39,11 +38,11 @@ log = logging.getLogger("composeguard.transaction")
 
 
 class ExecInstead(Exception):
-    """Nothing to guard: replace composeguard with this compose command line."""
+    """Nothing to guard: replace composeguard with ``docker compose ARGS``."""
 
-    def __init__(self, argv: list[str]) -> None:
-        super().__init__(" ".join(argv))
-        self.argv = argv
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(" ".join(args))
+        self.args_ = args
 
 
 @dataclass
@@ -155,8 +154,7 @@ def _pull(
     args = ["pull", "--quiet", *services] if quiet else ["pull", *services]
     proc = docker.compose(project, args, extra_files=pin_files, check=False, capture=quiet)
     if proc.returncode != 0:
-        lines = (proc.stderr or "").strip().splitlines() if quiet else []
-        detail = f": {lines[-1]}" if lines else ""
+        detail = f": {last_line(proc.stderr, '')}" if quiet and last_line(proc.stderr, "") else ""
         raise GuardError(f"docker compose pull failed (exit {proc.returncode}){detail}; nothing was changed")
 
 
@@ -206,7 +204,7 @@ def _up_unprivileged(project: Project, req: UpRequest) -> int:
     if pins.pins and not set(pins.pins) <= set(project.services):
         raise ConfigError("composeguard needs root to apply its pins to this project; nothing was changed")
     base = project.compose_args([str(pins.path)]) if pins.pins else req.global_args
-    raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+    raise ExecInstead([*base, "up", *req.up_args])
 
 
 def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> None:
@@ -226,7 +224,7 @@ def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> N
         base = project.compose_args(pin_files) if pin_files else req.global_args
         if "--dry-run" in req.global_args and "--dry-run" not in base:
             base = ["--dry-run", *base]
-        raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+        raise ExecInstead([*base, "up", *req.up_args])
 
 
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
@@ -261,7 +259,7 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     if not changes:
         log.info("no service changes its image: plain docker compose up")
         base = project.compose_args(pin_files) if pin_files else req.global_args
-        raise ExecInstead([docker_binary(), "compose", *base, "up", *req.up_args])
+        raise ExecInstead([*base, "up", *req.up_args])
     # compose checks the user's `up` arguments before anything is stopped: a typo must not
     # stop, snapshot and roll back a healthy project (and pin a good image as bad).
     dry = docker.compose(
@@ -272,9 +270,8 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         check=False,
     )
     if dry.returncode != 0:
-        lines = [ln for ln in (dry.stderr or "").strip().splitlines() if ln.strip()]
         raise ConfigError(
-            f"docker compose up refused the arguments: {lines[-1] if lines else '?'}; nothing was changed"
+            f"docker compose up refused the arguments: {last_line(dry.stderr, '?')}; nothing was changed"
         )
     plan = Plan(project, scope, running, changes)
     map_storage(plan)

@@ -16,8 +16,8 @@ from typing import Any
 
 from composeguard import execute
 from composeguard.compose.project import Project
-from composeguard.entry import docker_binary
-from composeguard.errors import CommandError, GuardError
+from composeguard.dockercli import docker_binary
+from composeguard.errors import CommandError, GuardError, last_line
 
 log = logging.getLogger("composeguard.docker")
 
@@ -103,8 +103,7 @@ def _container_ids(*filters: str) -> list[str]:
     if proc.returncode != 0:
         if daemon_unreachable(proc.stderr):
             raise DaemonUnreachable("dockerd does not answer")
-        lines = (proc.stderr or "").strip().splitlines()
-        raise GuardError(f"docker: container ls failed: {lines[-1] if lines else proc.returncode}")
+        raise GuardError(f"docker: container ls failed: {last_line(proc.stderr, str(proc.returncode))}")
     return proc.stdout.split()
 
 
@@ -180,7 +179,7 @@ def volume_info(name: str) -> dict[str, Any] | None:
             return None
         if daemon_unreachable(err):
             raise DaemonUnreachable("dockerd does not answer")
-        last = err.splitlines()[-1] if err else f"exit {proc.returncode}"
+        last = last_line(err, f"exit {proc.returncode}")
         raise GuardError(f"docker volume inspect {name} failed: {last}; nothing was changed")
     try:
         data = json.loads(proc.stdout or "[]")
@@ -272,6 +271,5 @@ def data_root() -> str:
     if proc.returncode != 0:
         if daemon_unreachable(proc.stderr):
             raise DaemonUnreachable("dockerd does not answer")
-        lines = (proc.stderr or "").strip().splitlines()
-        raise GuardError(f"docker info failed: {lines[-1] if lines else proc.returncode}")
+        raise GuardError(f"docker info failed: {last_line(proc.stderr, str(proc.returncode))}")
     return proc.stdout.strip() or "/var/lib/docker"

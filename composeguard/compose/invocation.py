@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composeguard.entry import GLOBAL_OPTIONS_WITH_VALUE
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
 from composeguard.errors import ConfigError
 
 # compose-go's cli/options.go: DefaultFileNames and DefaultOverrideFileNames, in order.

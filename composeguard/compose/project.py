@@ -16,8 +16,8 @@ import yaml
 
 from composeguard import execute
 from composeguard.compose.invocation import Invocation
-from composeguard.entry import docker_binary
-from composeguard.errors import CommandError, ConfigError
+from composeguard.dockercli import docker_binary
+from composeguard.errors import CommandError, ConfigError, last_line
 from composeguard.settings import ProjectSettings, ServiceSettings
 
 try:  # the C loader is several times faster on large projects
@@ -75,8 +75,7 @@ def run_config(invocation: Invocation, services: list[str] | None = None) -> str
     try:
         return execute.run([docker_binary(), "compose", *invocation.args, "config", *(services or [])]).stdout
     except CommandError as e:
-        lines = [ln for ln in e.stderr.strip().splitlines() if ln.strip()]
-        raise ConfigError(f"docker compose config failed: {lines[-1] if lines else e}") from e
+        raise ConfigError(f"docker compose config failed: {last_line(e.stderr, str(e))}") from e
 
 
 def _depends_on(raw: Any) -> list[str]:
@@ -151,8 +150,7 @@ def compose_environment(invocation: Invocation, cwd: str | None = None) -> Mappi
     try:
         out = execute.run([docker_binary(), "compose", *invocation.args, "config", "--environment"]).stdout
     except CommandError as e:
-        lines = [ln for ln in e.stderr.strip().splitlines() if ln.strip()]
-        raise ConfigError(f"docker compose config failed: {lines[-1] if lines else e}") from e
+        raise ConfigError(f"docker compose config failed: {last_line(e.stderr, str(e))}") from e
     env = dict(os.environ)
     for line in out.splitlines():
         name, sep, value = line.partition("=")

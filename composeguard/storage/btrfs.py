@@ -20,7 +20,7 @@ import urllib.parse
 from pathlib import Path
 
 from composeguard import execute
-from composeguard.errors import CommandError, ConfigError, StorageError
+from composeguard.errors import CommandError, ConfigError, StorageError, last_line
 from composeguard.settings import parse_size_or_percent
 from composeguard.state import write_atomic
 from composeguard.storage import safedir
@@ -138,7 +138,7 @@ class BtrfsBackend:
                     execute.run(["mount", "-t", "btrfs", "-o", "subvolid=5", source, top])
                 except CommandError as e:
                     raise StorageError(
-                        f"cannot mount the top level of the Btrfs filesystem {source}: {_last_line(e.stderr)}"
+                        f"cannot mount the top level of the Btrfs filesystem {source}: {last_line(e.stderr)}"
                     ) from e
             self.mounts = read_mounts()
         return top
@@ -203,7 +203,7 @@ class BtrfsBackend:
                 execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
             except CommandError as e:
                 raise StorageError(
-                    f"cannot snapshot the failed state of {d.name}: {_last_line(e.stderr)}"
+                    f"cannot snapshot the failed state of {d.name}: {last_line(e.stderr)}"
                 ) from e
         return str(target), str(target)
 
@@ -268,7 +268,7 @@ class BtrfsBackend:
                 try:
                     execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
                 except CommandError as e:
-                    raise StorageError(f"cannot snapshot {d.name}: {_last_line(e.stderr)}") from e
+                    raise StorageError(f"cannot snapshot {d.name}: {last_line(e.stderr)}") from e
             snap = Snapshot(d, str(target))
             snaps.append(snap)
             if on_each:
@@ -397,7 +397,7 @@ class BtrfsBackend:
         except CommandError as e:
             if e.returncode and "No such file" in e.stderr:
                 return
-            raise StorageError(f"cannot delete {name}: {_last_line(e.stderr)}") from e
+            raise StorageError(f"cannot delete {name}: {last_line(e.stderr)}") from e
 
 
 def _private_dirs(p: Path, base: Path) -> None:
@@ -430,6 +430,3 @@ def _check_private(p: Path, base: Path) -> list[Path]:
     return []
 
 
-def _last_line(text: str) -> str:
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"

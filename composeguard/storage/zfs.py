@@ -26,7 +26,7 @@ import logging
 import os
 
 from composeguard import execute
-from composeguard.errors import CommandError, StorageError
+from composeguard.errors import CommandError, StorageError, last_line
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.libzfs_core import ZfsUnavailable, library
@@ -45,12 +45,7 @@ def zfs(*args: str, check: bool = True) -> str:
     try:
         return execute.run(["zfs", *args], check=check).stdout or ""
     except CommandError as e:
-        raise StorageError(f"zfs {args[0]} failed: {_last_line(e.stderr)}") from e
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "unknown error"
+        raise StorageError(f"zfs {args[0]} failed: {last_line(e.stderr)}") from e
 
 
 def get(dataset: str, prop: str) -> str:
@@ -101,7 +96,7 @@ class ZfsBackend:
         name = m.source
         listed = execute.run(["zfs", "list", "-H", "-o", "name", name], check=False)
         if listed.returncode != 0:
-            raise Unprotected(f"the ZFS dataset {name} cannot be listed: {_last_line(listed.stderr)}")
+            raise Unprotected(f"the ZFS dataset {name} cannot be listed: {last_line(listed.stderr)}")
         if m.root not in ("", "/"):
             # a bind mount of a folder of the dataset: its snapshots (.zfs) and its mount point
             # are elsewhere, so neither a whole nor a directory restore could be done here
