@@ -101,23 +101,27 @@ def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
 
 def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> dict[str, tuple[bool, str]]:
     """Poll every container until each is healthy (or stable) or has failed: ONE batched
-    ``docker inspect`` per round for all of them, however many services change."""
+    ``docker inspect`` per round for all of them, however many services change. Each watch
+    carries its own deadline (``judge`` fails it there), so the polling itself never stops."""
     verdicts: dict[str, tuple[bool, str]] = {}
     pending = {w.container_id: w for w in watches}
-    while pending:
+
+    def one_round() -> bool:
+        """Judge what can be judged; True when every container has its verdict."""
         try:
             found = {c.get("Id", ""): c for c in inspect_containers(list(pending))}
         except DaemonUnreachable:
             # dockerd is restarting: wait for it within the probes' own deadline
             latest = max(w.deadline for w in pending.values())
             if now() >= latest or not wait_for_daemon(max(latest - now(), 1.0)):
-                for cid in pending:
+                for cid, w in pending.items():
                     verdicts[cid] = (False, DOCKERD_GONE)
-                    pending[cid].ended = now()
-                return verdicts
+                    w.ended = now()
+                pending.clear()
+                return True
             for w in pending.values():
                 w.first_restarts = None  # a daemon restart restarts containers: count afresh
-            continue
+            return False
         t = now()
         for cid, w in list(pending.items()):
             info = found.get(cid) or next((v for k, v in found.items() if k.startswith(cid)), {})
@@ -126,8 +130,10 @@ def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> di
                 verdicts[cid] = verdict
                 w.ended = t
                 del pending[cid]
-        if pending:
-            time.sleep(POLL)
+        return not pending
+
+    if pending:
+        Retrying(wait=wait_fixed(POLL), retry=retry_if_result(lambda done: not done), reraise=True)(one_round)
     return verdicts
 
 

@@ -155,18 +155,18 @@ def inspect_containers(ids: list[str]) -> list[dict[str, Any]]:
 
 def wait_for_daemon(timeout: float) -> bool:
     """Wait until dockerd answers (after a restart); False when it did not within ``timeout``."""
-    import time
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-    deadline = time.monotonic() + timeout
-    while True:
-        proc = execute.run(
-            [docker_binary(), "version", "--format", "{{.Server.Version}}"], check=False, timeout=30
-        )
-        if proc.returncode == 0:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(1)
+    def answers() -> bool:
+        cmd = [docker_binary(), "version", "--format", "{{.Server.Version}}"]
+        return execute.run(cmd, check=False, timeout=30).returncode == 0
+
+    return Retrying(
+        stop=stop_after_delay(timeout),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda ok: not ok),
+        retry_error_callback=lambda state: False,
+    )(answers)
 
 
 def volume_info(name: str) -> dict[str, Any] | None:
