@@ -79,6 +79,10 @@ def _project(ctx: click.Context, services: list[str] | None = None):
     return resolve(_globals(ctx), services=services)
 
 
+# The one --json flag of plan, history, pins and update.
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
 UP_HELP = """Guarded `docker compose up`: takes every `docker compose up` option.
 
 If no service would run a different image than it runs now, this is exactly
@@ -142,7 +146,7 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
     help="With --all: only projects whose name matches GLOB (e.g. 'media-*').",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Say so when there is nothing to update.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
+@json_option
 @click.option("--allow-unprotected", is_flag=True, help="Upgrade even with unprotected volumes.")
 @click.pass_context
 def update(
@@ -164,7 +168,7 @@ def update(
 
 @main.command(help="Show what `up`/`update` would do: changes, rollback unit, datasets. Changes nothing.")
 @click.argument("services", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
     from composeguard.commands import plan_command
@@ -173,7 +177,7 @@ def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
 
 
 @main.command(help="Past transactions: outcome, services, digests, snapshots, failed state.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def history(ctx: click.Context, as_json: bool) -> None:
     from composeguard.commands import history_command
@@ -191,7 +195,7 @@ def rollback(ctx: click.Context, txn: str | None) -> None:
 
 
 @main.command(help="Digests held back after failed upgrades, with reasons and dates.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def pins(ctx: click.Context, as_json: bool) -> None:
     from composeguard.commands import pins_command

@@ -52,6 +52,22 @@ def app_service(image: str, volume: Path, healthcheck: bool = True, **extra) -> 
     return svc
 
 
+def one_line(r: subprocess.CompletedProcess[str], code: int, *needles: str, alone: bool = True) -> str:
+    """The contract for an error: exit ``code``, exactly one ``composeguard:`` line holding
+    every needle, no traceback. ``alone``: that line is all of stderr."""
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == code, f"exit {r.returncode}, expected {code}; stderr:\n{r.stderr}"
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("composeguard:")]
+    assert len(lines) == 1, f"expected one composeguard: line; stderr:\n{r.stderr}"
+    line = lines[0]
+    assert "internal error" not in line, line
+    if alone:
+        assert r.stderr.strip() == line, f"stderr must be the one line; stderr:\n{r.stderr}"
+    for n in needles:
+        assert n in line, f"{n!r} not in {line!r}"
+    return line
+
+
 def zfs(*args: str) -> str:
     return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True).stdout
 

@@ -37,12 +37,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import POOL, LabProject, composeguard_bin, meta_tree, run, tree
+from tests.lab.labproject import FAST, POOL, LabProject, composeguard_bin, meta_tree, one_line, run, tree
 from tests.treecompare import assert_same_tree
 
 pytestmark = pytest.mark.lab
 
-FAST = {"timeout": 60, "settle": 3}
 DATA = {"db.txt": "precious data D\n", "users.csv": "id,name\n1,ada\n", "app.ini": "[app]\nk = v\n"}
 UP = ("up", "-d", "--pull", "always")
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534"]
@@ -108,22 +107,6 @@ def assert_unchanged(p: LabProject, before: World, data_dirs: list[Path]) -> Wor
     assert after.snapshot_files == before.snapshot_files
     assert after.state == before.state, "no journal, pin or other state file may change"
     return after
-
-
-def one_line(r: subprocess.CompletedProcess[str], code: int, *needles: str, alone: bool = True) -> str:
-    """The contract for an error: exit ``code``, exactly one ``composeguard:`` line holding
-    every needle, no traceback. ``alone``: that line is all of stderr."""
-    assert "Traceback" not in r.stderr, r.stderr
-    assert r.returncode == code, f"exit {r.returncode}, expected {code}; stderr:\n{r.stderr}"
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("composeguard:")]
-    assert len(lines) == 1, f"expected one composeguard: line; stderr:\n{r.stderr}"
-    line = lines[0]
-    assert "internal error" not in line, line
-    if alone:
-        assert r.stderr.strip() == line, f"stderr must be the one line; stderr:\n{r.stderr}"
-    for n in needles:
-        assert n in line, f"{n!r} not in {line!r}"
-    return line
 
 
 def cg(

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import LabProject, tree
+from tests.lab.labproject import FAST, LabProject, tree
 
 pytestmark = pytest.mark.lab
 
-FAST = {"timeout": 60, "settle": 3}
 DATA = {"db.txt": "precious data D\n"}
 
 

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import LabProject, composeguard_bin, run, tree
+from tests.lab.labproject import FAST, LabProject, composeguard_bin, run, tree
 
 pytestmark = pytest.mark.lab
 
-FAST = {"timeout": 60, "settle": 3}
 DATA = {"db.txt": "precious data D\n"}
 ROOT = Path(__file__).resolve().parents[2]
 

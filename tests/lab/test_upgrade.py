@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, same_on_zfs, tree
+from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, one_line, same_on_zfs, tree
 from tests.lab.labproject import app_service as lab_app_service
 
 pytestmark = pytest.mark.lab
@@ -173,10 +173,7 @@ def test_unprotected_volume_refused_then_allowed(lab_project: LabProject, tmp_pa
 
     r = p.cg("up", "-d", "--pull", "always")
 
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("composeguard:")]
-    assert len(lines) == 1 and "not protected" in lines[0] and "not on ZFS or Btrfs" in lines[0]
-    assert "Traceback" not in r.stderr
+    one_line(r, 2, "not protected", "not on ZFS or Btrfs", alone=False)
     assert p.container("app")["Id"] == cid, "the same container still runs"
     assert v1 in p.running_digests("app")
     assert tree(plain_dir) == before
