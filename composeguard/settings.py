@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import Any
 
 from composeguard.errors import ConfigError
@@ -70,6 +72,31 @@ def _unknown(raw: dict[str, Any], known: set[str], where: str) -> None:
         )
 
 
+def _retention(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{_label(key, where)} must be an integer >= 1")
+    return value
+
+
+def _min_free(value: Any, key: str, where: str) -> str:
+    parse_size_or_percent(str(value), _label(key, where))
+    return str(value)
+
+
+def _path(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{_label(key, where)} must be a path")
+    return value
+
+
+def _words(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) and key == "notify":  # one URL
+        value = [value]
+    if not (isinstance(value, list) and value and all(isinstance(x, str) and x for x in value)):
+        raise ConfigError(f"{_label(key, where)} must be a list of strings")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Probe:
     """An extra probe: exactly one of http, tcp, exec."""
@@ -110,6 +137,30 @@ class Probe:
         return cls(kind=kind, target=target, status=status)
 
 
+# How each x-composeguard field is checked and converted: (value, field name, where it was set).
+FIELDS: dict[str, Callable[[Any, str, str], Any]] = {
+    "probe": lambda v, _k, where: Probe.parse(v, where),
+    "timeout": _number,
+    "settle": _number,
+    "quiesce": partial(_choice, choices=QUIESCE_MODES),
+    "unprotected": partial(_choice, choices=UNPROTECTED_MODES),
+    "update": _bool,
+    "retention": _retention,
+    "min_free": _min_free,
+    "btrfs_snapshot_dir": _path,
+    "hook": _words,
+    "notify": _words,
+}
+# How a COMPOSEGUARD_<FIELD> variable's text becomes a value (the rest: _env_value).
+FROM_ENVIRONMENT: dict[str, Callable[[str], Any]] = {
+    "hook": shlex.split,  # a word list, never run through a shell
+    "notify": lambda v: v.replace(",", " ").split(),
+    "unprotected": str,
+    "min_free": str,
+    "btrfs_snapshot_dir": str,
+}
+
+
 @dataclass(frozen=True)
 class ServiceSettings:
     probe: Probe | None = None
@@ -123,18 +174,7 @@ class ServiceSettings:
     def parse(cls, raw: Any, where: str) -> ServiceSettings:
         raw = _mapping(raw, where)
         _unknown(raw, {f.name for f in fields(cls)}, where)
-        return cls(
-            probe=Probe.parse(raw["probe"], where) if "probe" in raw else None,
-            timeout=_number(raw["timeout"], "timeout", where) if "timeout" in raw else None,
-            settle=_number(raw["settle"], "settle", where) if "settle" in raw else None,
-            quiesce=_choice(raw["quiesce"], "quiesce", where, QUIESCE_MODES) if "quiesce" in raw else None,
-            unprotected=(
-                _choice(raw["unprotected"], "unprotected", where, UNPROTECTED_MODES)
-                if "unprotected" in raw
-                else None
-            ),
-            update=_bool(raw["update"], "update", where) if "update" in raw else None,
-        )
+        return cls(**{k: FIELDS[k](v, k, where) for k, v in raw.items()})
 
 
 @dataclass(frozen=True)
@@ -154,54 +194,10 @@ class ProjectSettings:
         raw = dict(_mapping(raw, where))
         known = {f.name for f in fields(cls)}
         _unknown(raw, known, where)
-        env = {
-            k: os.environ[f"COMPOSEGUARD_{k.upper()}"]
-            for k in known
-            if f"COMPOSEGUARD_{k.upper()}" in os.environ
-        }
+        env = {k: os.environ[v] for k in known if (v := f"COMPOSEGUARD_{k.upper()}") in os.environ}
         for k, v in env.items():
-            if k == "hook":
-                raw[k] = shlex.split(v)  # a word list, never run through a shell
-            elif k == "notify":
-                raw[k] = v.replace(",", " ").split()
-            elif k in ("unprotected", "min_free", "btrfs_snapshot_dir"):
-                raw[k] = v
-            else:
-                raw[k] = _env_value(k, v)
-        out = cls()
-        kw: dict[str, Any] = {}
-        src = {k: (ENVIRONMENT if k in env else where) for k in raw}
-        if "timeout" in raw:
-            kw["timeout"] = _number(raw["timeout"], "timeout", src["timeout"])
-        if "settle" in raw:
-            kw["settle"] = _number(raw["settle"], "settle", src["settle"])
-        if "unprotected" in raw:
-            kw["unprotected"] = _choice(
-                raw["unprotected"], "unprotected", src["unprotected"], UNPROTECTED_MODES
-            )
-        if "update" in raw:
-            kw["update"] = _bool(raw["update"], "update", src["update"])
-        if "retention" in raw:
-            r = raw["retention"]
-            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-                raise ConfigError(f"{_label('retention', src['retention'])} must be an integer >= 1")
-            kw["retention"] = r
-        if "min_free" in raw:
-            kw["min_free"] = str(raw["min_free"])
-            parse_size_or_percent(kw["min_free"], _label("min_free", src["min_free"]))
-        if "btrfs_snapshot_dir" in raw:
-            if not isinstance(raw["btrfs_snapshot_dir"], str) or not raw["btrfs_snapshot_dir"]:
-                raise ConfigError(f"{_label('btrfs_snapshot_dir', src['btrfs_snapshot_dir'])} must be a path")
-            kw["btrfs_snapshot_dir"] = raw["btrfs_snapshot_dir"]
-        for key in ("hook", "notify"):
-            if key in raw:
-                v = raw[key]
-                if isinstance(v, str) and key == "notify":
-                    v = [v]
-                if not (isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)):
-                    raise ConfigError(f"{_label(key, src[key])} must be a list of strings")
-                kw[key] = tuple(v)
-        return ProjectSettings(**{**{f.name: getattr(out, f.name) for f in fields(out)}, **kw})
+            raw[k] = FROM_ENVIRONMENT.get(k, partial(_env_value, k))(v)
+        return cls(**{k: FIELDS[k](v, k, ENVIRONMENT if k in env else where) for k, v in raw.items()})
 
     def for_service(self, s: ServiceSettings) -> EffectiveSettings:
         return EffectiveSettings(

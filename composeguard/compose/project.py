@@ -1,7 +1,7 @@
 """Resolve a compose project the way compose does: by asking ``docker compose config``.
 
-The YAML output is read (not ``--format json`` and not python-on-whales' ``compose.config()``)
-because the JSON drops service-level ``x-*`` fields (docker/compose#11528).
+The YAML output is read (not ``--format json``) because the JSON drops service-level ``x-*``
+fields (docker/compose#11528).
 """
 
 from __future__ import annotations
