@@ -112,7 +112,8 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
         from composeguard.entry import exec_compose
 
         exec_compose([*_globals(ctx), "up", "--help"])
-    from composeguard.transaction import UpRequest, guarded_up, parse_up_args
+    from composeguard.preflight import UpRequest, guarded_up
+    from composeguard.upargs import parse_up_args
 
     user_args = [a for a in args if a != "--allow-unprotected"]
     services, opts = parse_up_args(user_args)
@@ -250,7 +251,7 @@ def run(args: list[str]) -> None:
     _setup_logging(debug)
     global_options, command, rest = split_global_options(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from composeguard.transaction import ExecInstead
+    from composeguard.preflight import ExecInstead
 
     try:
         argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]

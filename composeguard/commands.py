@@ -131,7 +131,7 @@ def unpin_command(project: str, service: str) -> None:
 
 
 def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
-    from composeguard.transaction import refuse_if_unfinished, roll_back
+    from composeguard.rollback import refuse_if_unfinished, roll_back
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
@@ -158,7 +158,7 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
 
 def recover_command(project: Project, rep: Reporter) -> int:
     """Bring an interrupted transaction to one of the two allowed ends."""
-    from composeguard.transaction import finish_interrupted
+    from composeguard.rollback import finish_interrupted
 
     with project_lock(project.name):
         j = Journal.unfinished(project.name)

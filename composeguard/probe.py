@@ -18,13 +18,23 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from composeguard import execute
-from composeguard.compose.docker import DaemonUnreachable, inspect_containers, wait_for_daemon
+from composeguard.compose.docker import (
+    DaemonUnreachable,
+    inspect_containers,
+    project_containers,
+    wait_for_daemon,
+)
 from composeguard.dockercli import docker_binary
 from composeguard.settings import EffectiveSettings, Probe
+
+if TYPE_CHECKING:
+    from composeguard.compose.project import Project
+    from composeguard.report import Reporter
 
 log = logging.getLogger("composeguard.probe")
 POLL = 0.25  # one batched docker inspect per round, whatever the number of services
@@ -189,3 +199,35 @@ def probe_all(
             for w, verdict in zip(extra, pool.map(_extra_probe, extra), strict=True):
                 verdicts[w.container_id] = verdict
     return [ProbeResult(w.service, *verdicts[w.container_id], w.ended - t0) for w in watches]
+
+
+def one_shot_services(project: Project) -> frozenset[str]:
+    """Services whose success is to run and exit 0: ``restart: "no"`` set explicitly, or a
+    dependency some service awaits with ``condition: service_completed_successfully``."""
+    out = {s for s, svc in project.services.items() if svc.raw.get("restart") in ("no", False)}
+    for svc in project.services.values():
+        deps = svc.raw.get("depends_on")
+        if isinstance(deps, dict):
+            out |= {
+                d for d, how in deps.items()
+                if isinstance(how, dict) and how.get("condition") == "service_completed_successfully"
+            }
+    return frozenset(out)
+
+
+def probe_services(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
+    """Probe the containers of ``services`` of the project, each as its settings say."""
+    if not wait_for_daemon(max(project.settings.timeout, 60)):
+        return [ProbeResult(s, False, DOCKERD_GONE, 0.0) for s in services]
+    containers = [c for c in project_containers(project.name) if c.service in services]
+    targets = [
+        (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
+        for c in containers
+    ]
+    missing = [s for s in services if s not in {c.service for c in containers}]
+    rep.step(f"probing {', '.join(services)}")
+    results = probe_all(targets, one_shot_services(project))
+    results += [ProbeResult(s, False, "no container", 0.0) for s in missing]
+    for r in results:
+        rep.step(f"  {r.service}: {'ok' if r.ok else 'FAILED'}: {r.detail} ({r.seconds:.1f}s)")
+    return results

@@ -42,3 +42,7 @@ def short(ref: str | None) -> str:
         return "(none)"
     digest = ref.split("@", 1)[1] if "@" in ref else ref
     return digest[:19] if digest.startswith("sha256:") else digest
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"

@@ -48,7 +48,7 @@ def update_one(
     name: str = "",
     deployed: bool = False,
 ) -> ProjectResult:
-    from composeguard.transaction import ExecInstead, UpRequest, guarded_up
+    from composeguard.preflight import ExecInstead, UpRequest, guarded_up
 
     req = UpRequest(
         global_args=global_args,

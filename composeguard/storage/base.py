@@ -114,3 +114,11 @@ class Backend(Protocol):
 
     def exists(self, name: str) -> bool:
         """Whether a snapshot or kept state still exists."""
+
+
+def by_backend(datasets: list[Dataset]) -> dict[str, list[Dataset]]:
+    """The datasets grouped by backend kind ("btrfs", "zfs"), kinds in a fixed order."""
+    out: dict[str, list[Dataset]] = {}
+    for d in sorted(datasets, key=lambda d: d.backend):
+        out.setdefault(d.backend, []).append(d)
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from composeguard import transaction
+from composeguard import rollback
 from composeguard.errors import GuardError, StorageError
 from composeguard.journal import ABORTED, Journal
 from composeguard.report import Reporter
@@ -28,9 +28,8 @@ def test_abort_starts_the_services_again_even_when_a_snapshot_cannot_be_destroye
 ) -> None:
     monkeypatch.setenv("COMPOSEGUARD_STATE_DIR", str(tmp_path / "state"))
     calls: list[str] = []
-    monkeypatch.setattr(transaction, "_backends", lambda project: lambda kind: FailingBackend(calls))
     monkeypatch.setattr(
-        transaction.docker, "compose", lambda project, args, **kw: calls.append(" ".join(args))
+        rollback.docker, "compose", lambda project, args, **kw: calls.append(" ".join(args))
     )
     j = Journal.new("demo", "up")
     j.stopped, j.paused = ["app"], ["db"]
@@ -38,7 +37,8 @@ def test_abort_starts_the_services_again_even_when_a_snapshot_cannot_be_destroye
                     "name": "/p/.composeguard-snapshots/demo/T/pre/app", "extra": {}}]
 
     with pytest.raises(GuardError, match="partial snapshot"):
-        transaction._abort(object(), j, None, [], GuardError("the pool is full"), Reporter(quiet=True))
+        rollback.abort(object(), j, [], GuardError("the pool is full"), Reporter(quiet=True),
+                       backends=lambda kind: FailingBackend(calls))
 
     assert calls[:2] == ["unpause db", "start app"], calls
     assert calls[2].startswith("destroy ")

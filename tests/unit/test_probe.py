@@ -138,7 +138,7 @@ def test_a_long_running_service_exiting_0_still_fails() -> None:
 def test_which_services_are_one_shot() -> None:
     from types import SimpleNamespace
 
-    from composeguard.transaction import one_shot_services
+    from composeguard.probe import one_shot_services
 
     def svc(**raw):
         return SimpleNamespace(raw=raw)

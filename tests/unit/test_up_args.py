@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard.transaction import parse_up_args, upgrade_up_args
+from composeguard.upargs import parse_up_args, upgrade_up_args
 
 
 @pytest.mark.parametrize(

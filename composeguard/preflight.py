@@ -1,0 +1,228 @@
+"""Before a guarded ``up`` or ``update`` changes anything: resolve the project, take its lock,
+handle what is not an upgrade (plain compose, dry runs, not root), pull, find what changes,
+map the storage and refuse what cannot be guarded. Then hand the plan to the Transaction.
+Every refusal here leaves everything as it was ("nothing was changed").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field, replace
+
+from composeguard.compose import docker
+from composeguard.compose.project import Project, resolve
+from composeguard.errors import ConfigError, GuardError, StorageError, last_line
+from composeguard.lock import project_lock
+from composeguard.pins import PinFile
+from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
+from composeguard.report import Reporter, mib, short
+from composeguard.rollback import backends_for, refuse_if_unfinished
+from composeguard.storage.base import by_backend
+from composeguard.transaction import Transaction
+from composeguard.upargs import parse_up_args, upgrade_up_args
+
+log = logging.getLogger("composeguard.preflight")
+
+
+class ExecInstead(Exception):
+    """Nothing to guard: replace composeguard with ``docker compose ARGS``."""
+
+    def __init__(self, args: list[str]) -> None:
+        super().__init__(" ".join(args))
+        self.args_ = args
+
+
+@dataclass
+class UpRequest:
+    global_args: list[str]
+    up_args: list[str]
+    services: list[str] = field(default_factory=list)
+    pull: bool = False
+    allow_unprotected: bool = False
+    no_deps: bool = False
+    command: str = "up"
+    # update --all: ``services`` are those with containers; one no longer in the compose
+    # files (an orphan) is left alone rather than refused.
+    deployed: bool = False
+
+
+def guarded_up(req: UpRequest, rep: Reporter) -> int:
+    project = resolve(req.global_args, services=req.services)
+    if req.deployed:
+        orphans = [s for s in req.services if s not in project.services]
+        if orphans:
+            log.info("not in the compose files any more, left alone: %s", ", ".join(orphans))
+            kept = [s for s in req.services if s in project.services]
+            if not kept:
+                return 0
+            req = replace(req, services=kept, up_args=["--detach", *kept])
+    if os.geteuid() != 0:
+        return _up_unprivileged(project, req)
+    with project_lock(project.name):
+        refuse_if_unfinished(project.name)
+        return _up_locked(project, req, rep)
+
+
+def _pull(
+    project: Project, services: list[str], pin_files: list[str], rep: Reporter, quiet: bool = False
+) -> None:
+    if not services:
+        return
+    if not quiet:
+        rep.step(f"pulling {', '.join(services)}")
+    args = ["pull", "--quiet", *services] if quiet else ["pull", *services]
+    proc = docker.compose(project, args, extra_files=pin_files, check=False, capture=quiet)
+    if proc.returncode != 0:
+        detail = f": {last_line(proc.stderr, '')}" if quiet and last_line(proc.stderr, "") else ""
+        raise GuardError(f"docker compose pull failed (exit {proc.returncode}){detail}; nothing was changed")
+
+
+def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) -> set[str]:
+    """``update``: a pinned service is tried again when its tag now points to a digest that
+    is neither running nor known bad. Returns the services whose pin is lifted for this run."""
+    lifted = set()
+    for svc, pin in pins.pins.items():
+        if svc not in running or not project.services.get(svc) or not project.services[svc].image:
+            continue
+        info = docker.image_info(project.services[svc].image or "")
+        if info is None:
+            continue
+        digest = info.digest_for(project.services[svc].image or "") or info.id
+        if any(b.digest in (digest, info.id) for b in pin.bad):
+            log.info("%s: %s failed before; not retried", svc, short(digest))
+            continue
+        if info.id != running[svc].image_id:
+            rep.step(f"{svc}: the registry offers {short(digest)}, not known bad: trying it")
+            lifted.add(svc)
+    return lifted
+
+
+def _up_unprivileged(project: Project, req: UpRequest) -> int:
+    """Not root (a docker-group user with the alias): a plain up still works, pins applied;
+    an upgrade needs root for the snapshots, so it is refused before anything changes."""
+    if req.command == "update":
+        raise ConfigError("composeguard update needs root (it snapshots ZFS/Btrfs); nothing was changed")
+    try:
+        pins = PinFile(project.name)
+    except (GuardError, OSError):
+        # root's state dir is private (0700): judge by the compose file alone. An up that
+        # changes no running image is plain compose; anything else (an upgrade, or undoing a
+        # pin root set) is refused below with the one line that says root is needed.
+        pins = PinFile.unreadable(project.name)
+    _not_an_upgrade(project, req, [str(pins.path)] if pins.pins else [])
+    scope = scope_of(project, req.services, req.no_deps)
+    try:
+        changes = detect_changes(project, pins, record_running(project, scope))
+    except GuardError as e:
+        raise ConfigError(f"composeguard needs root or the docker group ({e}); nothing was changed") from e
+    if changes:
+        raise ConfigError(
+            f"upgrading {', '.join(sorted(changes))} needs root (composeguard snapshots the data "
+            f"first); run it as root. Nothing was changed"
+        )
+    if pins.pins and not set(pins.pins) <= set(project.services):
+        raise ConfigError("composeguard needs root to apply its pins to this project; nothing was changed")
+    base = project.compose_args([str(pins.path)]) if pins.pins else req.global_args
+    raise ExecInstead([*base, "up", *req.up_args])
+
+
+def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> None:
+    """``up`` options that mean "do not start or recreate": handled truthfully before anything
+    is stopped. ``--dry-run`` (global or after ``up``) and ``--no-recreate`` change no running
+    container's image, so they are compose's own business (with the pins applied);
+    ``--no-start`` would replace the containers without anything to probe: refused."""
+    if req.command != "up":
+        return
+    _, opts = parse_up_args(req.up_args)
+    if "--no-start" in opts:
+        raise ConfigError(
+            "composeguard cannot guard `up --no-start`: the new version would not run, so it "
+            "could not be probed; run `docker compose up --no-start` yourself. Nothing was changed"
+        )
+    if "--dry-run" in req.global_args or "--dry-run" in opts or "--no-recreate" in opts:
+        base = project.compose_args(pin_files) if pin_files else req.global_args
+        if "--dry-run" in req.global_args and "--dry-run" not in base:
+            base = ["--dry-run", *base]
+        raise ExecInstead([*base, "up", *req.up_args])
+
+
+def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
+    pins = PinFile(project.name)
+    _not_an_upgrade(project, req, pins.applied_file(set(project.services)))
+    scope = scope_of(project, req.services, req.no_deps)
+    running = record_running(project, scope)
+    with_images = [s for s in scope if project.services[s].image]
+    if req.command == "update":
+        opted_in = [s for s in scope if project.settings.for_service(project.services[s].settings).update]
+        scope = [s for s in scope if s in opted_in]
+        running = {s: r for s, r in running.items() if s in opted_in}
+        with_images = [s for s in with_images if s in opted_in]
+        # Pull the compose file's own tags (not the pinned digests) to see what is new.
+        _pull(project, with_images, [], rep, quiet=True)
+        pins = pins.without(_lift_pins(project, pins, running, rep))
+    pin_files = pins.applied_file(set(project.services))
+    if req.pull and req.command != "update":
+        _pull(project, with_images, pin_files, rep)
+    elif req.command != "update":
+        missing = [
+            s
+            for s in with_images
+            if s in running
+            and docker.image_info(pins.image_for(s) or project.services[s].image or "") is None
+        ]
+        _pull(project, missing, pin_files, rep)
+    changes = detect_changes(project, pins, running)
+    if not changes and req.command == "update":
+        rep.verbose(f"{project.name}: nothing to update")
+        return 0
+    if not changes:
+        log.info("no service changes its image: plain docker compose up")
+        base = project.compose_args(pin_files) if pin_files else req.global_args
+        raise ExecInstead([*base, "up", *req.up_args])
+    # compose checks the user's `up` arguments before anything is stopped: a typo must not
+    # stop, snapshot and roll back a healthy project (and pin a good image as bad).
+    dry = docker.compose(
+        project,
+        ["--dry-run", "up", *upgrade_up_args(req.up_args)],
+        extra_files=pin_files,
+        capture=True,
+        check=False,
+    )
+    if dry.returncode != 0:
+        raise ConfigError(
+            f"docker compose up refused the arguments: {last_line(dry.stderr, '?')}; nothing was changed"
+        )
+    plan = Plan(project, scope, running, changes)
+    map_storage(plan)
+    refused = plan.refusals(req.allow_unprotected)
+    if refused:
+        svc, u = refused[0]
+        raise ConfigError(
+            f"service {svc}: the data volume {u.target} is not protected: {u.reason}. "
+            f"Nothing was changed. Allow it with x-composeguard: {{unprotected: allow}} "
+            f"or --allow-unprotected"
+        )
+    conflicts = plan.conflicts()
+    if conflicts:
+        raise ConfigError(f"cannot guard this upgrade: {conflicts[0]}. Nothing was changed")
+    datasets = plan.datasets()
+    backends = backends_for(project)
+    for kind, group in by_backend(datasets).items():
+        try:
+            backends(kind).check_location(group, project.name)
+            backends(kind).check_free_space(group, project.settings.min_free)
+        except ConfigError:
+            raise
+        except StorageError as e:
+            raise GuardError(f"{e}; nothing was changed") from e
+    for d in datasets:  # a directory-level restore by byte copy needs room for the copy
+        use = plan.usage.get(d.name)
+        if use and use.restore == "paths" and use.method == "copy":
+            free = backends(d.backend).free_bytes(d)
+            if free < use.size * 1.1:
+                raise GuardError(
+                    f"{d.name} is shared, so a rollback would copy {mib(use.size)} back from the "
+                    f"snapshot, but only {mib(free)} is free; nothing was changed"
+                )
+    return Transaction(project, plan, pin_files, req.command, req.up_args, rep, backends).run()

@@ -1,0 +1,262 @@
+"""Every way back: the rollback of a failed upgrade, the undo of a quiesce or snapshot that
+failed, finishing a transaction that was killed, and the retention of old snapshots.
+
+All of it works from the journal alone (``recover`` and ``rollback`` run it without a live
+upgrade), and each step checks where it stands first, so it can run again after a kill.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import NoReturn
+
+from composeguard.compose import docker
+from composeguard.compose.project import Project
+from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
+from composeguard.faults import pause_point
+from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
+from composeguard.pins import PinFile
+from composeguard.probe import probe_services
+from composeguard.report import Reporter, mib, short
+from composeguard.storage.base import Backend, Dataset, Snapshot
+from composeguard.storage.mounts import read_mounts
+from composeguard.storage.pathrestore import cleanup, restore_paths
+
+log = logging.getLogger("composeguard.rollback")
+
+Backends = Callable[[str], Backend]  # backend kind ("btrfs", "zfs") -> its backend
+
+
+def backends_for(project: Project) -> Backends:
+    """The storage backends of one run (the mount table is read once for all of them)."""
+    from composeguard.storage.resolve import StorageMapper
+
+    return StorageMapper(project, read_mounts()).backend
+
+
+def destroy_snapshots(backends: Backends, snapshots: list[dict]) -> list[tuple[dict, Exception]]:
+    """Destroy the journal's snapshots; those that could not be destroyed, with why."""
+    left = []
+    for s in snapshots:
+        snap = Snapshot.from_json(s)
+        try:
+            backends(snap.dataset.backend).destroy(snap.name)
+        except (StorageError, OSError) as err:
+            left.append((s, err))
+    return left
+
+
+def describe_restore(d: Dataset, use: dict) -> str:
+    """'btrfs:/srv/pool/appdata (shared: restores a, b by reflink)' for the progress lines."""
+    if not use or use.get("restore") != "paths":
+        return f"{d.backend}:{d.name}"
+    method = use.get("method", "")
+    how = f"by {method}" + (f" of {mib(use.get('size', 0))}" if method == "copy" else "")
+    paths = ", ".join(os.path.relpath(p, use.get("root") or d.name) for p in use.get("paths", []))
+    return f"{d.backend}:{d.name} (shared: restores {paths} {how})"
+
+
+def refuse_if_unfinished(project: str) -> None:
+    j = Journal.unfinished(project)
+    if j is not None and j.outcome == ROLLBACK_FAILED:
+        raise GuardError(
+            f"the rollback of transaction {j.id} of project {project} failed ({j.rollback_error}); "
+            f"fix the cause, then run `composeguard recover` (nothing was changed now)"
+        )
+    if j is not None:
+        raise GuardError(
+            f"transaction {j.id} of project {project} was interrupted at step '{j.phase}'; "
+            f"run `composeguard recover` first (nothing was changed now)"
+        )
+
+
+def abort(
+    project: Project,
+    j: Journal,
+    pin_files: list[str],
+    e: BaseException,
+    rep: Reporter,
+    backends: Backends | None = None,
+) -> NoReturn:
+    """Undo a failed quiesce/snapshot: restart what we stopped FIRST (the services must not
+    stay down because a snapshot cannot be destroyed), then drop our partial snapshots."""
+    reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+    j.step("aborting", reason=reason)
+    if j.paused:
+        docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
+    if j.stopped:
+        docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
+    left = destroy_snapshots(backends or backends_for(project), list(j.snapshots))
+    for s, err in left:
+        rep.warn(f"could not destroy the partial snapshot {s['name']}: {err}")
+    j.snapshots = [s for s, _ in left]
+    if left:
+        reason += f"; partial snapshot(s) left for you to delete: {', '.join(s['name'] for s, _ in left)}"
+    j.finish(ABORTED, reason)
+    if isinstance(e, KeyboardInterrupt):
+        raise e
+    raise GuardError(f"{reason}; the stopped services were started again, nothing was changed") from e
+
+
+def roll_back(
+    project: Project, j: Journal, reason: str, rep: Reporter, backends: Backends | None = None
+) -> NoReturn:
+    """Put the unit back on its pre-upgrade data and old digests. Raises RolledBack (exit 3)
+    or RollbackFailed (exit 4)."""
+    j.reason = reason
+    j.step("rolling-back", reason=reason)
+    rep.step(f"rolling back: {reason}")
+    backend = backends or backends_for(project)
+    pins = PinFile(project.name)
+    try:
+        if not docker.wait_for_daemon(120):
+            raise GuardError("dockerd does not answer")
+        for c in docker.project_containers(project.name):
+            if c.service in j.changes:
+                docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))
+        j.step("stopping-unit")
+        docker.compose(
+            project,
+            ["stop", *j.unit],
+            extra_files=pins.applied_file(set(project.services)),
+            capture=True,
+        )
+        j.step("restoring")
+        pause_point("restoring")
+        failed_states = []
+        for n, s in enumerate(j.snapshots):
+            snap = Snapshot.from_json(s)
+            record = j.restores.get(snap.dataset.name)
+            if record is not None:
+                rep.step(f"restoring {describe_restore(snap.dataset, record)}")
+                failed_states += restore_paths(
+                    backend(snap.dataset.backend), snap, record, j.project, j.id, j.save
+                )
+            else:
+                failed_states.append(backend(snap.dataset.backend).restore(snap, j.id))
+            if n == 0 and len(j.snapshots) > 1:
+                pause_point("restored-one")
+        j.failed_states = failed_states
+        j.step("restored")
+        rep.step(
+            f"restored {len(j.snapshots)} dataset(s); failed state kept at "
+            + (", ".join(failed_states) or "(no datasets)")
+        )
+        for s, c in j.changes.items():  # quarantine the new digest only on a verdict
+            pins.pin(s, c.old_ref, j.id, (c.new_digest or c.new_image_id) if j.judged_bad else None, reason)
+        pins.save()
+        j.step("pinned")
+        pause_point("pinned")
+        pin_files = pins.applied_file(set(project.services))
+        rep.step(
+            f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "
+            f"starting the old version"
+        )
+        # The rest of the unit (dependencies, services sharing the data) runs again as the
+        # very containers that were stopped, whatever their tags point to now: a rollback
+        # recreates nothing it did not plan for. Then the changed services, on the old digests.
+        others = [s for s in j.unit if s not in j.changes]
+        if others:
+            docker.compose(
+                project,
+                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build", *others],
+                extra_files=pin_files,
+            )
+        docker.compose(
+            project,
+            ["up", "--detach", "--force-recreate", "--no-deps", "--pull", "missing", "--no-build",
+             *sorted(j.changes)],
+            extra_files=pin_files,
+        )
+        j.step("reprobing")
+        results = probe_services(project, list(j.changes), rep)
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise GuardError(
+                "the old version is not healthy either: " + "; ".join(f"{r.service}: {r.detail}" for r in bad)
+            )
+    except BaseException as e:  # noqa: BLE001
+        phase = j.phase
+        j.rollback_error = f"at step '{phase}': {'interrupted' if isinstance(e, KeyboardInterrupt) else e}"
+        j.finish(ROLLBACK_FAILED, reason)
+        snaps = ", ".join(s["name"] for s in j.snapshots) or "none"
+        raise RollbackFailed(
+            f"the rollback of {j.id} failed at step '{phase}': {e}. The pre-upgrade snapshots "
+            f"are kept ({snaps}); fix the cause, then run `composeguard recover`"
+        ) from e
+    for name, record in j.restores.items():
+        try:  # the moved-aside failed directories (their contents are in the failed snapshot)
+            cleanup(record, j.id)
+        except (OSError, StorageError) as e:
+            rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
+    j.rollback_error = ""
+    j.finish(ROLLED_BACK, reason)
+    raise RolledBack(
+        f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "
+        f"digest on the pre-upgrade data; failed state kept at "
+        f"{', '.join(j.failed_states) or '(no datasets)'}; see `composeguard history`"
+    )
+
+
+def apply_retention(project: Project, rep: Reporter, backends: Backends | None = None) -> None:
+    """Keep the pre-upgrade snapshots of the last N committed transactions; destroy older
+    ones. Only snapshots recorded in composeguard's own journals are ever destroyed."""
+    keep = project.settings.retention
+    committed = [
+        j
+        for j in Journal.all(project.name)
+        if j.outcome == COMMITTED and j.snapshots and not j.snapshots_released
+    ]
+    backend = backends or backends_for(project)
+    for j in committed[:-keep] if len(committed) > keep else []:
+        left = destroy_snapshots(backend, j.snapshots)
+        if left:  # the upgrade is committed; a snapshot left over is no harm
+            rep.warn(f"retention could not release the snapshots of {j.id}: {left[0][1]}")
+            continue
+        j.snapshots_released = True
+        j.save()
+        rep.step(f"retention: released the snapshots of {j.id}")
+
+
+BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")
+
+
+def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter, backends: Backends) -> None:
+    """A kill between making a snapshot and journaling it (or, on ZFS, after the one atomic
+    snapshot of several datasets) leaves snapshots the journal does not list: take them into
+    the journal, so that the abort destroys them or the rollback can use them."""
+    recorded = {Snapshot.from_json(s).dataset.name for s in j.snapshots}
+    for d in (Dataset.from_json(x) for x in j.datasets):
+        if d.name in recorded:
+            continue
+        snap = backends(d.backend).find_snapshot(d, j.project, j.id)
+        if snap is not None:
+            rep.step(f"found the unrecorded snapshot {snap.name}")
+            j.snapshots.append(snap.to_json())
+            j.save()
+
+
+def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
+    """Finish a transaction that was killed: before its snapshots were complete it is undone
+    (nothing had changed); after that it is rolled back to the old version on the old data."""
+    if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
+        rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
+        j.outcome, j.finished = None, None
+    else:
+        rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
+    backends = backends_for(project)
+    _adopt_unrecorded_snapshots(project, j, rep, backends)
+    pin_files = PinFile(project.name).applied_file(set(project.services))
+    if j.phase in BEFORE_SNAPSHOTS:
+        try:
+            abort(project, j, pin_files, GuardError("interrupted before the snapshots"), rep, backends)
+        except GuardError as e:
+            rep.step(f"recovered: {e}")
+        return 0
+    try:
+        roll_back(project, j, j.reason or f"interrupted at '{j.phase}'", rep, backends)
+    except RolledBack as e:
+        rep.step(f"recovered: {e}")
+    return 0

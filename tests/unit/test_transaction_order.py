@@ -1,0 +1,179 @@
+"""The order of the transaction, without the lab: every external command goes through the one
+process runner (``execute.run``), which is faked here to record each ``docker compose``
+command with the journal phase READ BACK FROM DISK at that moment; the storage backend and the
+probe are faked the same way. So each test shows both the order of the commands and that each
+phase was written before its command ran. The lab tests (tests/lab) run the real thing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from composeguard import execute, rollback, transaction
+from composeguard.compose.invocation import Invocation
+from composeguard.compose.project import parse_project
+from composeguard.errors import GuardError, RolledBack, StorageError
+from composeguard.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
+from composeguard.pins import PinFile
+from composeguard.planner import Change
+from composeguard.probe import ProbeResult
+from composeguard.report import Reporter
+from composeguard.storage.base import Dataset, Snapshot
+
+COMPOSE = """
+name: shop
+services:
+  db:
+    image: reg/db:1
+  app:
+    image: reg/app:latest
+    depends_on: [db]
+    x-composeguard: {quiesce: stop}
+"""
+OLD, NEW = "reg/app@sha256:" + "a" * 64, "reg/app@sha256:" + "b" * 64
+DATASET = Dataset("btrfs", "/pool/shop-app", "/dev/x", "/pool")
+
+
+@dataclass
+class StubPlan:
+    """What the transaction reads of a plan (the planner itself is tested elsewhere)."""
+
+    changes: dict[str, Change]
+    unit: list[str]
+    usage: dict = field(default_factory=dict)
+
+    def datasets(self) -> list[Dataset]:
+        return [DATASET]
+
+
+class World:
+    """The fakes, and the log of (what ran, the journal phase on disk when it ran)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.journal: Journal | None = None
+        self.probe_ok = [False]  # successive probe verdicts for app (the last one repeats)
+        self.fail_snapshot: BaseException | None = None
+        self.fail_up: BaseException | None = None
+        monkeypatch.setattr(execute, "run", self.run)
+        monkeypatch.setattr(transaction, "probe_services", self.probe)
+        monkeypatch.setattr(rollback, "probe_services", self.probe)
+
+    def phase(self) -> str:
+        assert self.journal is not None
+        return json.loads(self.journal.path.read_text())["phase"]
+
+    def run(self, args, **kw) -> subprocess.CompletedProcess[str]:
+        argv = [str(a) for a in args]
+        if argv[1:2] == ["compose"]:
+            i = next(n for n, a in enumerate(argv) if a in ("stop", "pause", "unpause", "start", "up"))
+            self.log.append((" ".join(argv[i:]), self.phase()))
+            if argv[i] == "up" and self.fail_up is not None:  # the first `up` only: the new version
+                e, self.fail_up = self.fail_up, None
+                raise e
+        elif argv[1:3] == ["container", "ls"]:
+            return subprocess.CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 0, "[]", "")
+
+    def probe(self, project, services, rep) -> list[ProbeResult]:
+        self.log.append((f"probe {' '.join(services)}", self.phase()))
+        ok = self.probe_ok.pop(0) if len(self.probe_ok) > 1 else self.probe_ok[0]
+        return [ProbeResult(s, ok, "healthy" if ok else "unhealthy", 0.1) for s in services]
+
+    # the storage backend
+    def snapshot(self, group, tags, on_each=None) -> list[Snapshot]:
+        self.log.append(("snapshot " + " ".join(d.name for d in group), self.phase()))
+        if self.fail_snapshot is not None:
+            raise self.fail_snapshot
+        snaps = [Snapshot(d, f"/pool/.snaps/{tags.txn}/pre/{d.name}") for d in group]
+        for s in snaps:
+            on_each(s)
+        return snaps
+
+    def restore(self, snap: Snapshot, txn: str) -> str:
+        self.log.append((f"restore {snap.dataset.name}", self.phase()))
+        return f"/pool/.snaps/{txn}/failed"
+
+    def destroy(self, name: str) -> None:
+        self.log.append((f"destroy {name}", self.phase()))
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    monkeypatch.setenv("COMPOSEGUARD_STATE_DIR", str(tmp_path / "state"))
+    return World(monkeypatch)
+
+
+def start(world: World) -> transaction.Transaction:
+    project = parse_project(COMPOSE, Invocation.parse([]), ["/srv/shop/compose.yaml"])
+    plan = StubPlan(changes={"app": Change("app", "sha256:old", OLD, "reg/app:latest", "sha256:new", NEW)},
+                    unit=["app", "db"])
+    txn = transaction.Transaction(project, plan, [], "up", ["-d"], Reporter(quiet=True),  # type: ignore[arg-type]
+                                  backends=lambda kind: world)
+    world.journal = txn.journal
+    txn.journal.save()
+    return txn
+
+
+UP = "up --pull missing -d"
+
+
+def test_commit(world: World) -> None:
+    world.probe_ok = [True]
+    assert start(world).run() == 0
+    assert world.log == [
+        ("stop app", "quiescing"),
+        ("snapshot /pool/shop-app", "quiescing"),
+        (UP, "starting"),
+        ("probe app", "probing"),
+    ]
+    assert Journal.load("shop", world.journal.id).outcome == COMMITTED
+
+
+def test_probe_failure_rolls_back_in_order(world: World) -> None:
+    world.probe_ok = [False, True]
+    with pytest.raises(RolledBack):
+        start(world).run()
+    assert world.log == [
+        ("stop app", "quiescing"),
+        ("snapshot /pool/shop-app", "quiescing"),
+        (UP, "starting"),
+        ("probe app", "probing"),
+        ("stop app db", "stopping-unit"),
+        ("restore /pool/shop-app", "restoring"),
+        ("up --detach --no-recreate --no-deps --pull missing --no-build db", "pinned"),
+        ("up --detach --force-recreate --no-deps --pull missing --no-build app", "pinned"),
+        ("probe app", "reprobing"),
+    ]
+    j = Journal.load("shop", world.journal.id)
+    assert j.outcome == ROLLED_BACK and j.judged_bad
+    assert [b.digest for b in PinFile("shop").pins["app"].bad] == [NEW]
+
+
+def test_snapshot_failure_restarts_what_was_stopped_and_changes_nothing(world: World) -> None:
+    world.fail_snapshot = StorageError("the pool is full")
+    with pytest.raises(GuardError, match="the pool is full.*nothing was changed"):
+        start(world).run()
+    assert world.log == [
+        ("stop app", "quiescing"),
+        ("snapshot /pool/shop-app", "quiescing"),
+        ("start app", "aborting"),
+    ]
+    assert Journal.load("shop", world.journal.id).outcome == ABORTED
+    assert PinFile("shop").pins == {}
+
+
+def test_an_interruption_rolls_back_without_a_verdict(world: World) -> None:
+    world.fail_up = KeyboardInterrupt()
+    world.probe_ok = [True]
+    with pytest.raises(RolledBack, match="interrupted"):
+        start(world).run()
+    assert [c for c, _ in world.log][:4] == ["stop app", "snapshot /pool/shop-app", UP, "stop app db"]
+    j = Journal.load("shop", world.journal.id)
+    assert j.outcome == ROLLED_BACK and not j.judged_bad
+    pin = PinFile("shop").pins["app"]
+    assert pin.image == OLD and pin.bad == [], "an interruption pins the old digest, quarantines nothing"
