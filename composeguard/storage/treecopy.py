@@ -436,15 +436,27 @@ def _flags(fd: int) -> int:
         return 0
 
 
-def _open_top(src: str) -> tuple[int, os.stat_result]:
+def _real_dir(path: str, failing: str, refusing: str, missing_ok: bool = False) -> os.stat_result | None:
+    """lstat of ``path``, which must be a directory and not a symlink (``failing``/``refusing``
+    start the error line); None for a missing one when ``missing_ok``."""
     try:
-        st = os.lstat(src)
+        st = os.lstat(path)
+    except FileNotFoundError as e:
+        if missing_ok:
+            return None
+        raise TreeCopyError(f"{failing} {_show(path)}: {e.strerror}") from e
     except OSError as e:
-        raise TreeCopyError(f"cannot copy {_show(src)}: {e.strerror}") from e
+        raise TreeCopyError(f"{failing} {_show(path)}: {e.strerror}") from e
     if stat.S_ISLNK(st.st_mode):
-        raise TreeCopyError(f"cannot copy {_show(src)}: it is a symlink")
+        raise TreeCopyError(f"{refusing} {_show(path)}: it is a symlink")
     if not stat.S_ISDIR(st.st_mode):
-        raise TreeCopyError(f"cannot copy {_show(src)}: not a directory")
+        raise TreeCopyError(f"{refusing} {_show(path)}: not a directory")
+    return st
+
+
+def _open_top(src: str) -> tuple[int, os.stat_result]:
+    st = _real_dir(src, "cannot copy", "cannot copy")
+    assert st is not None
     try:
         try:
             fd = os.open(src, _DIR_FLAGS | os.O_NOATIME)
@@ -635,16 +647,8 @@ def remove_tree(path: str) -> None:
     path is a no-op; a symlink or a non-directory at ``path`` is refused."""
     if not shutil.rmtree.avoids_symlink_attacks:  # the fd-based rmtree (Linux has it)
         raise TreeCopyError(f"cannot remove {_show(path)} safely: this platform's rmtree follows symlinks")
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    if _real_dir(path, "cannot remove", "refusing to remove", missing_ok=True) is None:
         return
-    except OSError as e:
-        raise TreeCopyError(f"cannot remove {_show(path)}: {e.strerror}") from e
-    if stat.S_ISLNK(st.st_mode):
-        raise TreeCopyError(f"refusing to remove {_show(path)}: it is a symlink")
-    if not stat.S_ISDIR(st.st_mode):
-        raise TreeCopyError(f"refusing to remove {_show(path)}: not a directory")
     try:
         shutil.rmtree(path)
     except OSError as e:

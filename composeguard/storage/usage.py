@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from composeguard.compose.docker import ContainerUse
@@ -147,33 +147,29 @@ def analyse(
         use.others.append("it is the OS root")
     if data_root and is_inside(os.path.realpath(data_root), root):
         use.others.append(f"it holds Docker's data-root {data_root}")
+    def place(path: str, conflict: Callable[[str], str], other: str) -> None:
+        """Inside a unit path: a conflict (told that path); elsewhere: another user of the dataset."""
+        inside = [u for u in paths if is_inside(path, u)]
+        if inside:
+            use.conflicts.append(conflict(inside[0]))
+        else:
+            use.others.append(other)
+
     for c in others:
         for _, src in c.sources:
             real = os.path.realpath(src)
-            if not paths_overlap(real, root):
-                continue
-            inside = [u for u in paths if is_inside(real, u)]
-            if inside:
-                use.conflicts.append(
-                    f"{real} is used by {c.describe()} as well, and lies in {inside[0]}, which a "
-                    f"rollback would put back"
-                )
-            else:
-                use.others.append(f"{c.describe()} uses {real}")
+            if paths_overlap(real, root):
+                who = c.describe()
+                place(real, lambda u, real=real, who=who: f"{real} is used by {who} as well, and lies in "
+                      f"{u}, which a rollback would put back", f"{who} uses {real}")
     entries = uncovered_entries(root, paths, reserved)
     if entries:
         shown = ", ".join(entries[:MAX_LISTED])
         more = f" and {len(entries) - MAX_LISTED} more" if len(entries) > MAX_LISTED else ""
         use.others.append(f"it holds other entries: {shown}{more}")
     for n in nested:
-        inside = [u for u in paths if is_inside(n, u)]
-        if inside:
-            use.conflicts.append(
-                f"the subvolume {n} is nested in {inside[0]}: a snapshot leaves it out, so a rollback "
-                f"could not put it back"
-            )
-        else:
-            use.others.append(f"it holds the nested subvolume {n}")
+        place(n, lambda u, n=n: f"the subvolume {n} is nested in {u}: a snapshot leaves it out, so a "
+              f"rollback could not put it back", f"it holds the nested subvolume {n}")
     own = set(dataset_mounts)
     for m in mounts:
         if "@" in m.source and m.fstype == "zfs":
