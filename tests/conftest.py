@@ -5,8 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.lab.labproject import LabProject
 
 
 def lab_available() -> str | None:
@@ -31,3 +37,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"the lab is required but not available: {reason}")
     for item in lab_items:
         item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# The throwaway lab projects (tests/lab, and tests/zfs inside the guest).
+@pytest.fixture
+def lab_project(tmp_path: Path) -> Iterator[LabProject]:
+    from tests.lab.labproject import LabProject
+
+    p = LabProject(tmp_path)
+    try:
+        yield p
+    finally:
+        p.destroy()
+
+
+@pytest.fixture
+def other_project(tmp_path: Path) -> Iterator[LabProject]:
+    """A second project (B) beside lab_project (A), for layouts two projects share."""
+    from tests.lab.labproject import LabProject
+
+    q = LabProject(tmp_path, prefix="b")
+    try:
+        yield q
+    finally:
+        q.destroy()

@@ -39,13 +39,6 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
-@pytest.fixture(scope="module")
-def pool() -> str:
-    name = os.environ.get("COMPOSEGUARD_ZFS_POOL", "")
-    assert name, "lab/zfs-guest.sh must export COMPOSEGUARD_ZFS_POOL"
-    return name
-
-
 @pytest.fixture
 def parent(pool: str) -> Iterator[str]:
     """A fresh parent dataset for one test, destroyed (with its children) afterwards."""

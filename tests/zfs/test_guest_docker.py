@@ -79,13 +79,6 @@ def fstype_and_source(path: str | Path) -> tuple[str, str]:
     return out[0], out[1]
 
 
-@pytest.fixture(scope="module")
-def pool() -> str:
-    name = os.environ.get("COMPOSEGUARD_ZFS_POOL", "")
-    assert name, "lab/zfs-guest.sh must export COMPOSEGUARD_ZFS_POOL"
-    return name
-
-
 @pytest.fixture
 def dataset(pool: str) -> Iterator[tuple[str, Path]]:
     """A fresh dataset (name, mountpoint) for one test, destroyed afterwards."""

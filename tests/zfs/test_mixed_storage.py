@@ -24,15 +24,6 @@ SLOW_HEALTH = {"interval": "5s", "timeout": "30s", "start_period": "20s", "retri
 
 
 @pytest.fixture
-def lab_project(tmp_path: Path):
-    p = LabProject(tmp_path)
-    try:
-        yield p
-    finally:
-        p.destroy()
-
-
-@pytest.fixture
 def btrfs_in_guest(tmp_path: Path):
     """A small Btrfs loop filesystem inside the guest, next to the ZFS pool."""
     lab = Path(os.environ["COMPOSEGUARD_ZFS_MNT"]).parent

@@ -10,21 +10,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.zfs,
-    pytest.mark.skipif(os.environ.get("COMPOSEGUARD_IN_ZFS_GUEST") != "1",
-                       reason="runs inside the OpenZFS guest (lab/zfs-guest.sh)"),
-]
+from tests.zfs.guest import GUEST_ONLY, POOL, get, zfs
 
-POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "cgtest")
-
-
-def zfs(*args: str) -> str:
-    return subprocess.run(["zfs", *args], check=True, capture_output=True, text=True).stdout
-
-
-def get(name: str, prop: str) -> str:
-    return zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
+pytestmark = GUEST_ONLY
 
 
 @pytest.fixture
