@@ -536,33 +536,17 @@ def test_down(doomed_project: Project) -> None:
     *multiset* of stderr lines, not their order: every line must be there, exactly as often.
     """
     p = doomed_project
-    bring_up(p)
-    assert _containers(p)
-    guarded = subprocess.run(
-        [composeguard_binary(), "down"],
-        cwd=p.dir,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert guarded.returncode == 0, guarded.stderr
-    assert _containers(p) == "", "composeguard down left containers behind"
+    def down(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+        bring_up(p)
+        assert _containers(p)
+        r = subprocess.run(argv, cwd=p.dir, env=clean_env(), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        assert _containers(p) == "", f"{argv[0]} down left containers behind"
+        return r
 
-    bring_up(p)
-    assert _containers(p)
-    plain = subprocess.run(
-        ["docker", "compose", "down"],
-        cwd=p.dir,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert plain.returncode == 0, plain.stderr
-    assert _containers(p) == ""
+    guarded = down([composeguard_binary(), "down"])
+    plain = down(["docker", "compose", "down"])
 
     assert guarded.returncode == plain.returncode
     assert guarded.stdout == plain.stdout
