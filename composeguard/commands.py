@@ -95,11 +95,11 @@ def history_command(project: str, as_json: bool) -> None:
             click.echo(f"    the rollback failed {j.rollback_error}: run `composeguard recover`")
         for s in j.snapshots:
             state = "released" if j.snapshots_released else "kept"
-            r = j.restores.get(s["dataset"]["name"])
+            r = j.restores.get(s.dataset.name)
             kind = "" if r is None else f"; shared: directory-level restore of {', '.join(r['paths'])}"
             if r is None and j.outcome in ("rolled-back", "rollback-failed"):
                 kind = "; restored whole"
-            click.echo(f"    snapshot ({state}{kind}): {s['name']}")
+            click.echo(f"    snapshot ({state}{kind}): {s.name}")
         for f in j.failed_states:
             click.echo(f"    failed state: {f}")
 

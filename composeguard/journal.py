@@ -15,6 +15,7 @@ from typing import Any
 
 from composeguard.errors import GuardError
 from composeguard.state import make_private_dir, project_dir, read_json, write_json
+from composeguard.storage.base import Dataset, Snapshot
 
 # Outcomes of a finished transaction.
 COMMITTED = "committed"
@@ -48,8 +49,8 @@ class Journal:
     unit: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
-    datasets: list[dict[str, Any]] = field(default_factory=list)
-    snapshots: list[dict[str, Any]] = field(default_factory=list)
+    datasets: list[Dataset] = field(default_factory=list)
+    snapshots: list[Snapshot] = field(default_factory=list)
     failed_states: list[str] = field(default_factory=list)
     # dataset name -> its directory-level restore (shared datasets only; see
     # storage/pathrestore.py): paths, method, the failed-state snapshot and the progress
@@ -113,17 +114,19 @@ class Journal:
         for key in ("id", "project", "command", "created"):
             if not isinstance(d.get(key), str):
                 raise ValueError(f"'{key}' is missing or not a string")
+
+        def is_dataset(x: Any) -> bool:
+            keys = ("backend", "name", "pool", "mountpoint")
+            return isinstance(x, dict) and all(isinstance(x.get(k), str) for k in keys)
+
         for s in d.get("snapshots") or []:
-            if not (
-                isinstance(s, dict)
-                and isinstance(s.get("name"), str)
-                and isinstance(s.get("dataset"), dict)
-                and all(
-                    isinstance(s["dataset"].get(k), str) for k in ("backend", "name", "pool", "mountpoint")
-                )
-            ):
+            if not (isinstance(s, dict) and isinstance(s.get("name"), str) and is_dataset(s.get("dataset"))):
                 raise ValueError("a snapshot entry is malformed")
+        if not all(is_dataset(x) for x in d.get("datasets") or []):
+            raise ValueError("a dataset entry is malformed")
         d["changes"] = {k: ServiceChange(**v) for k, v in (d.get("changes") or {}).items()}
+        d["snapshots"] = [Snapshot.from_json(s) for s in d.get("snapshots") or []]
+        d["datasets"] = [Dataset.from_json(x) for x in d.get("datasets") or []]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -37,7 +37,7 @@ def summary(j: Journal) -> dict[str, Any]:
             s: {"old": c.old_digest or c.old_image_id, "new": c.new_digest or c.new_image_id}
             for s, c in j.changes.items()
         },
-        "snapshots": [s["name"] for s in j.snapshots],
+        "snapshots": [s.name for s in j.snapshots],
         "failed_states": j.failed_states,
         "started": j.created,
         "finished": j.finished,

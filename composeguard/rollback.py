@@ -36,15 +36,14 @@ def backends_for(project: Project) -> Backends:
     return StorageMapper(project, read_mounts()).backend
 
 
-def destroy_snapshots(backends: Backends, snapshots: list[dict]) -> list[tuple[dict, Exception]]:
+def destroy_snapshots(backends: Backends, snapshots: list[Snapshot]) -> list[tuple[Snapshot, Exception]]:
     """Destroy the journal's snapshots; those that could not be destroyed, with why."""
     left = []
-    for s in snapshots:
-        snap = Snapshot.from_json(s)
+    for snap in snapshots:
         try:
             backends(snap.dataset.backend).destroy(snap.name)
         except (StorageError, OSError) as err:
-            left.append((s, err))
+            left.append((snap, err))
     return left
 
 
@@ -90,10 +89,10 @@ def abort(
         docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
     left = destroy_snapshots(backends or backends_for(project), list(j.snapshots))
     for s, err in left:
-        rep.warn(f"could not destroy the partial snapshot {s['name']}: {err}")
+        rep.warn(f"could not destroy the partial snapshot {s.name}: {err}")
     j.snapshots = [s for s, _ in left]
     if left:
-        reason += f"; partial snapshot(s) left for you to delete: {', '.join(s['name'] for s, _ in left)}"
+        reason += f"; partial snapshot(s) left for you to delete: {', '.join(s.name for s, _ in left)}"
     j.finish(ABORTED, reason)
     if isinstance(e, KeyboardInterrupt):
         raise e
@@ -126,8 +125,7 @@ def roll_back(
         j.step("restoring")
         pause_point("restoring")
         failed_states = []
-        for n, s in enumerate(j.snapshots):
-            snap = Snapshot.from_json(s)
+        for n, snap in enumerate(j.snapshots):
             record = j.restores.get(snap.dataset.name)
             if record is not None:
                 rep.step(f"restoring {describe_restore(snap.dataset, record)}")
@@ -181,7 +179,7 @@ def roll_back(
         phase = j.phase
         j.rollback_error = f"at step '{phase}': {'interrupted' if isinstance(e, KeyboardInterrupt) else e}"
         j.finish(ROLLBACK_FAILED, reason)
-        snaps = ", ".join(s["name"] for s in j.snapshots) or "none"
+        snaps = ", ".join(s.name for s in j.snapshots) or "none"
         raise RollbackFailed(
             f"the rollback of {j.id} failed at step '{phase}': {e}. The pre-upgrade snapshots "
             f"are kept ({snaps}); fix the cause, then run `composeguard recover`"
@@ -227,14 +225,14 @@ def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter, bac
     """A kill between making a snapshot and journaling it (or, on ZFS, after the one atomic
     snapshot of several datasets) leaves snapshots the journal does not list: take them into
     the journal, so that the abort destroys them or the rollback can use them."""
-    recorded = {Snapshot.from_json(s).dataset.name for s in j.snapshots}
-    for d in (Dataset.from_json(x) for x in j.datasets):
+    recorded = {s.dataset.name for s in j.snapshots}
+    for d in j.datasets:
         if d.name in recorded:
             continue
         snap = backends(d.backend).find_snapshot(d, j.project, j.id)
         if snap is not None:
             rep.step(f"found the unrecorded snapshot {snap.name}")
-            j.snapshots.append(snap.to_json())
+            j.snapshots.append(snap)
             j.save()
 
 

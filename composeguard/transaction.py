@@ -103,7 +103,7 @@ class Transaction:
                 new_digest=c.new_digest,
             )
         datasets = plan.datasets()
-        j.datasets = [d.to_json() for d in datasets]
+        j.datasets = list(datasets)
         for d in datasets:
             use = plan.usage.get(d.name)
             if use is not None and use.restore == "paths":
@@ -173,7 +173,7 @@ class Transaction:
         # transaction ID, so it is written once per backend, not once per snapshot (a
         # snapshot made just before a kill is found by `recover`).
         def made(snap: Snapshot) -> None:
-            j.snapshots.append(snap.to_json())
+            j.snapshots.append(snap)
             if len(j.snapshots) == 1 and len(datasets) > 1:
                 pause_point("between-snapshots")
 

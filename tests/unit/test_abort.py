@@ -12,6 +12,7 @@ from composeguard import rollback
 from composeguard.errors import GuardError, StorageError
 from composeguard.journal import ABORTED, Journal
 from composeguard.report import Reporter
+from composeguard.storage.base import Dataset, Snapshot
 
 
 class FailingBackend:
@@ -33,8 +34,8 @@ def test_abort_starts_the_services_again_even_when_a_snapshot_cannot_be_destroye
     )
     j = Journal.new("demo", "up")
     j.stopped, j.paused = ["app"], ["db"]
-    j.snapshots = [{"dataset": {"backend": "btrfs", "name": "/p/app", "pool": "/dev/x", "mountpoint": "/p"},
-                    "name": "/p/.composeguard-snapshots/demo/T/pre/app", "extra": {}}]
+    app = Dataset("btrfs", "/p/app", "/dev/x", "/p")
+    j.snapshots = [Snapshot(app, "/p/.composeguard-snapshots/demo/T/pre/app")]
 
     with pytest.raises(GuardError, match="partial snapshot"):
         rollback.abort(object(), j, [], GuardError("the pool is full"), Reporter(quiet=True),
