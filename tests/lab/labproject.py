@@ -243,6 +243,20 @@ class LabProject:
                     run(["zfs", "destroy", "-R", "-f", name])
 
 
+def bad_upgrade_is_rolled_back(
+    p: LabProject, v1: str, vol: Path, *services: str
+) -> subprocess.CompletedProcess[str]:
+    """Push the failing lab/app:v2 as app, run a guarded ``up -d --pull always [SERVICES]`` and
+    check the contract: exit 3, app back on ``v1``, ``vol`` byte-identical."""
+    before = tree(vol)
+    p.push("lab/app:v2", "app")
+    r = p.cg("up", "-d", "--pull", "always", *services)
+    assert r.returncode == 3, r.stderr
+    assert v1 in p.running_digests("app")
+    assert tree(vol) == before
+    return r
+
+
 def meta_tree(path: Path) -> dict:
     """Every field a restore must keep (bytes, owners, modes, mtimes, xattrs, links, holes) of
     every entry below ``path``; atimes are left out (reading the data changes them)."""
