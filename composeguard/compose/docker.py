@@ -112,16 +112,21 @@ def containers_labelled(label: str) -> list[dict[str, Any]]:
     return _inspect("container", _container_ids("--filter", f"label={label}"))
 
 
+def _identity(d: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
+    """(ID, name, labels) of a container's inspect."""
+    return d["Id"], str(d.get("Name", "")).lstrip("/"), (d.get("Config") or {}).get("Labels") or {}
+
+
 def project_containers(project: str) -> list[RunningContainer]:
     """Every container compose made for ``project`` (running or not), one-off runs excluded:
     one ``docker ps`` and one batched ``docker container inspect``."""
     out = []
     for d in containers_labelled(f"com.docker.compose.project={project}"):
-        labels = (d.get("Config") or {}).get("Labels") or {}
+        cid, name, labels = _identity(d)
         out.append(
             RunningContainer(
-                id=d["Id"],
-                name=str(d.get("Name", "")).lstrip("/"),
+                id=cid,
+                name=name,
                 service=labels.get("com.docker.compose.service", ""),
                 image_id=d.get("Image", ""),
                 image_ref=(d.get("Config") or {}).get("Image", ""),
@@ -247,21 +252,14 @@ def all_container_uses() -> list[ContainerUse]:
         if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
             devices[v.get("Name")] = str(opts["device"])
     for d in containers:
-        labels = (d.get("Config") or {}).get("Labels") or {}
+        cid, name, labels = _identity(d)
         sources = tuple(
             (str(m.get("Type", "")), devices.get(m.get("Name")) or str(m["Source"]))
             for m in d.get("Mounts") or []
             if m.get("Type") in ("bind", "volume") and m.get("Source")
         )
-        out.append(
-            ContainerUse(
-                id=d["Id"],
-                name=str(d.get("Name", "")).lstrip("/"),
-                project=labels.get("com.docker.compose.project", ""),
-                service=labels.get("com.docker.compose.service", ""),
-                sources=sources,
-            )
-        )
+        project = labels.get("com.docker.compose.project", "")
+        out.append(ContainerUse(cid, name, project, labels.get("com.docker.compose.service", ""), sources))
     return out
 
 
