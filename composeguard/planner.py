@@ -14,7 +14,6 @@ from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
 from composeguard.pins import PinFile
 from composeguard.storage.base import Dataset
-from composeguard.storage.mounts import read_mounts
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
 from composeguard.storage.treecopy import tree_usage
 from composeguard.storage.usage import DatasetUse, analyse, is_inside
@@ -49,6 +48,7 @@ class Plan:
     storage: dict[str, ServiceStorage] = field(default_factory=dict)
     usage: dict[str, DatasetUse] = field(default_factory=dict)  # dataset name -> how it is restored
     below: list[Dataset] = field(default_factory=list)  # ZFS child datasets inside the unit's data
+    mapper: StorageMapper | None = None  # the run's storage backends (one read of the mount table)
 
     def datasets(self) -> list[Dataset]:
         seen: dict[str, Dataset] = {}
@@ -172,7 +172,7 @@ def detect_changes(
 
 def map_storage(plan: Plan) -> None:
     project = plan.project
-    mapper = StorageMapper(project)
+    mapper = plan.mapper = StorageMapper(project)
     mounts: dict[str, list[tuple[str, str, str, str]]] = {}
     for c in docker.project_containers(project.name):
         mounts.setdefault(c.service, []).extend(c.mounts)
@@ -202,7 +202,7 @@ def classify_datasets(plan: Plan, mapper: StorageMapper) -> dict[str, DatasetUse
     ]
     datasets = plan.datasets()
     root_dir = docker.data_root() if datasets else None
-    mounts = read_mounts()
+    mounts = mapper.mounts
     own_mounts = [d.files_at for d in datasets]
     all_unit_paths = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected]
     out: dict[str, DatasetUse] = {}

@@ -207,7 +207,7 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     if conflicts:
         raise ConfigError(f"cannot guard this upgrade: {conflicts[0]}. Nothing was changed")
     datasets = plan.datasets()
-    backends = backends_for(project)
+    backends = plan.mapper.backend if plan.mapper else backends_for(project)
     for kind, group in by_backend(datasets).items():
         try:
             backends(kind).check_location(group, project.name)
