@@ -83,12 +83,17 @@ def kill_at(p: LabProject, point: str, tmp: Path, sig: signal.Signals = signal.S
     env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker)}
     proc = subprocess.Popen([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + (180 if STORAGE != "zfs" else 900)
-    while not marker.exists():
-        if proc.poll() is not None:
-            raise AssertionError(f"composeguard ended before {point}: {proc.stderr.read()}")
-        assert time.time() < deadline, f"composeguard never reached {point}"
-        time.sleep(0.1)
+    deadline = time.time() + (300 if STORAGE != "zfs" else 900)
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"composeguard ended before {point}: {proc.stderr.read()}")
+            assert time.time() < deadline, f"composeguard never reached {point}"
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()  # never leave it running into the teardown (it would find its snapshots gone)
+        proc.wait()
+        raise
     pid = int(marker.read_text())
     assert pid == proc.pid
     os.kill(pid, sig)
