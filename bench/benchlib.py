@@ -1,6 +1,7 @@
-"""What the benches in this folder share: their messages and exit codes, the lab checks,
-running a command, and removing what a bench made (compose projects, composeguard's Btrfs
-snapshots, image tags).
+"""What the benches in this folder share: their messages and exit codes, the lab checks, and
+removing the image tags a bench made. What the tests need too (where the lab is, which
+composeguard, running a command, removing a project and its snapshots) is lab/harness.py,
+re-exported here.
 
 A bench puts this folder on sys.path, imports this module and calls configure() with its
 name (the prefix of its messages) and the default timeout of its commands. Standard library only.
@@ -8,17 +9,28 @@ name (the prefix of its messages) and the default timeout of its commands. Stand
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn
 
-ROOT = Path(__file__).resolve().parent.parent
-LAB = Path(os.environ.get("COMPOSEGUARD_LAB", "/var/lib/composeguard-lab"))
-REGISTRY = "127.0.0.1:5000"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
+import harness  # noqa: E402
+from harness import (  # noqa: E402, F401  (re-exported: the benches import them from here)
+    LAB,
+    POOL,
+    REGISTRY,
+    ROOT,
+    clean_env,
+    compose_files,
+    composeguard_binary,
+    delete_snapshots,
+    remove_project,
+    wait_for_docker,
+)
 
 # Set by configure(): the benches differ in both.
 PROG = "bench"
@@ -29,6 +41,18 @@ def configure(prog: str, run_timeout: float = 600) -> None:
     """``prog`` prefixes fail() and note(); ``run_timeout`` is run()'s default timeout in seconds."""
     global PROG, RUN_TIMEOUT
     PROG, RUN_TIMEOUT = prog, run_timeout
+
+
+def arguments(
+    doc: str, rounds: int, warmup: int, rounds_are: str = "measured rounds"
+) -> argparse.ArgumentParser:
+    """A parser with what every bench takes: --rounds, --warmup, --composeguard. ``doc``: the
+    bench's docstring, whose first paragraph is the description."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=rounds, help=f"{rounds_are} (default {rounds})")
+    ap.add_argument("--warmup", type=int, default=warmup, help=f"discarded warm-up rounds (default {warmup})")
+    ap.add_argument("--composeguard", metavar="PATH", help="the composeguard executable to time")
+    return ap
 
 
 def fail(msg: str) -> NoReturn:
@@ -55,14 +79,6 @@ def on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def clean_env() -> dict[str, str]:
-    """Our environment without what would steer composeguard or pick compose's project."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSEGUARD_")}
-    for k in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES"):
-        e.pop(k, None)
-    return e
-
-
 def run(
     argv: list[str],
     *,
@@ -71,48 +87,16 @@ def run(
     timeout: float | None = None,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` with its output captured; a timeout, and with ``check`` a non-zero exit,
-    raise RuntimeError. ``timeout`` defaults to the bench's (configure())."""
-    if timeout is None:
-        timeout = RUN_TIMEOUT
-    try:
-        proc = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=env or clean_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"{' '.join(argv)} did not finish within {timeout:g}s") from e
-    if check and proc.returncode != 0:
-        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{tail}")
-    return proc
+    """The harness's run() with the bench's default timeout (configure())."""
+    timeout = RUN_TIMEOUT if timeout is None else timeout
+    return harness.run(argv, cwd=cwd, env=env, timeout=timeout, check=check)
 
 
 def find_composeguard(given: str | None) -> str:
-    cands = (
-        [given]
-        if given
-        else [
-            str(Path(sys.executable).parent / "composeguard"),
-            str(ROOT / ".venv" / "bin" / "composeguard"),
-            shutil.which("composeguard") or "",
-        ]
-    )
-    for c in cands:
-        if c and Path(c).is_file() and os.access(c, os.X_OK):
-            return c
-        if c and given and shutil.which(c):
-            return shutil.which(c) or c
-    fail(
-        f"composeguard not found ({given or 'beside this python, in .venv, on PATH'}); "
-        "pass --composeguard PATH"
-    )
+    try:
+        return composeguard_binary(given)
+    except LookupError as e:
+        fail(f"{e}; pass --composeguard PATH")
 
 
 # -- the lab ---------------------------------------------------------------------------------
@@ -157,75 +141,7 @@ def check_lab(
                 fail(f"the lab image {ref} is missing (bash lab/lab.sh up)")
 
 
-def wait_for_docker(timeout: float = 90) -> bool:
-    """dockerd may be restarting (other lab users do that): wait until it answers."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if (
-                run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=20, check=False).returncode
-                == 0
-            ):
-                return True
-        except RuntimeError:
-            pass
-        time.sleep(2)
-    return False
-
-
 # -- cleaning up -----------------------------------------------------------------------------
-def compose_files(name: str, state: Path | None) -> list[str]:
-    """The ``-f`` options for project ``name``: compose.yaml, plus the pins file composeguard
-    applied (in its state dir ``state``), so that compose sees the services as they run."""
-    files = ["-f", "compose.yaml"]
-    if state:
-        pins = state / "projects" / name / "pins.applied.yaml"
-        if pins.exists():
-            files += ["-f", str(pins)]
-    return files
-
-
-def remove_project(name: str, project_dir: Path, files: list[str]) -> None:
-    """``docker compose down``, retried while dockerd restarts, then whatever compose left
-    behind: containers and networks labelled with the project."""
-    for _ in range(3):
-        try:
-            proc = run(
-                ["docker", "compose", *files, "down", "-t", "1", "--remove-orphans"],
-                cwd=project_dir,
-                check=False,
-            )
-            if proc.returncode == 0:
-                break
-        except RuntimeError:
-            pass
-        wait_for_docker()
-    label = f"label=com.docker.compose.project={name}"
-    for kind in ("container", "network"):
-        try:
-            ids = run(
-                ["docker", kind, "ls", "-aq" if kind == "container" else "-q", "--filter", label], check=False
-            ).stdout.split()
-            if ids:
-                run(["docker", kind, "rm", *(["-f"] if kind == "container" else []), *ids], check=False)
-        except RuntimeError:
-            pass
-
-
-def delete_snapshots(root: Path) -> None:
-    """composeguard's read-only snapshot subvolumes below ``root`` (deepest first)."""
-    if not root.exists():
-        return
-    for p in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
-        try:
-            if p.is_dir() and not p.is_symlink() and p.stat().st_ino == 256:
-                run(["btrfs", "property", "set", "-ts", str(p), "ro", "false"], check=False)
-                run(["btrfs", "subvolume", "delete", str(p)], check=False)
-        except FileNotFoundError:
-            pass
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def untag_repository(repo: str) -> None:
     """Remove this bench's local tag and the repo digests its pushes and pulls left behind
     (only the references: the lab images themselves stay)."""

@@ -177,13 +177,21 @@ def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
     plan_command(_project(ctx, list(services)), list(services), as_json)
 
 
-@main.command(help="Past transactions: outcome, services, digests, snapshots, failed state.")
-@json_option
-@click.pass_context
-def history(ctx: click.Context, as_json: bool) -> None:
-    from composeguard.commands import history_command
+def _state_report(name: str, help_text: str) -> None:
+    """Register ``NAME [--json]``: a read-only report of the project's recorded state, printed
+    by ``commands.NAME_command(project_name, as_json)``."""
 
-    history_command(_project_name(ctx), as_json)
+    @main.command(name=name, help=help_text)
+    @json_option
+    @click.pass_context
+    def report(ctx: click.Context, as_json: bool) -> None:
+        from composeguard import commands
+
+        getattr(commands, f"{name}_command")(_project_name(ctx), as_json)
+
+
+_state_report("history", "Past transactions: outcome, services, digests, snapshots, failed state.")
+_state_report("pins", "Digests held back after failed upgrades, with reasons and dates.")
 
 
 @main.command(help="Put back the data and images of the last (or the given) transaction.")
@@ -193,15 +201,6 @@ def rollback(ctx: click.Context, txn: str | None) -> None:
     from composeguard.commands import rollback_command
 
     ctx.exit(rollback_command(_project(ctx), txn, _reporter()))
-
-
-@main.command(help="Digests held back after failed upgrades, with reasons and dates.")
-@json_option
-@click.pass_context
-def pins(ctx: click.Context, as_json: bool) -> None:
-    from composeguard.commands import pins_command
-
-    pins_command(_project_name(ctx), as_json)
 
 
 @main.command(help="Release the pin of SERVICE: the next up/update runs its compose file's image.")

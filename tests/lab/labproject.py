@@ -7,18 +7,15 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import harness
 import pytest
 import yaml
+from harness import LAB, POOL, REGISTRY, compose_files, delete_snapshots, remove_project  # noqa: F401
 
-LAB = Path(os.environ.get("COMPOSEGUARD_LAB", "/var/lib/composeguard-lab"))
-POOL = LAB / "btrfs"
-REGISTRY = "127.0.0.1:5000"
 # Inside the OpenZFS guest (lab/zfs-guest.sh --docker) the same scenarios run on ZFS datasets.
 STORAGE = os.environ.get("COMPOSEGUARD_LAB_STORAGE", "btrfs")
 ZFS_POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "cgtest")
@@ -73,15 +70,15 @@ def zfs(*args: str) -> str:
 
 
 def composeguard_bin() -> str:
-    here = Path(sys.executable).parent / "composeguard"
-    return str(here) if here.exists() else shutil.which("composeguard") or "composeguard"
+    try:
+        return harness.composeguard_binary()
+    except LookupError as e:
+        pytest.fail(str(e))
 
 
-def run(args: list[str], **kw) -> subprocess.CompletedProcess[str]:
-    kw.setdefault("capture_output", True)
-    kw.setdefault("text", True)
-    kw.setdefault("timeout", 600)
-    return subprocess.run(args, **kw)
+def run(args: list[str], check: bool = False, **kw) -> subprocess.CompletedProcess[str]:
+    """The harness's run(), which does not check the exit code unless asked: a test looks at it."""
+    return harness.run(args, check=check, **kw)
 
 
 def tree(path: Path) -> dict[str, str]:
@@ -213,23 +210,9 @@ class LabProject:
 
     # -- teardown --------------------------------------------------------------------------
     def destroy(self) -> None:
-        pins = self.state / "projects" / self.name / "pins.applied.yaml"
-        files = ["-f", "compose.yaml"] + (["-f", str(pins)] if pins.exists() else [])
-        if (self.dir / "compose.yaml").exists():
-            self.compose(*files, "down", "-t", "1", "-v", "--remove-orphans", check=False)
-        # Whatever `down` could not reach (a test started it with other files or env files).
-        label = f"label=com.docker.compose.project={self.name}"
-        left = run(["docker", "ps", "-aq", "--filter", label]).stdout.split()
-        if left:
-            run(["docker", "rm", "-f", "-v", *left])
-            run(["docker", "network", "rm", f"{self.name}_default"])
-        snaps = self.snapshot_root()
-        if snaps.exists():
-            for p in sorted(snaps.rglob("*"), key=lambda p: -len(p.parts)):
-                if p.is_dir() and p.stat().st_ino == 256:
-                    run(["btrfs", "property", "set", "-ts", str(p), "ro", "false"])
-                    run(["btrfs", "subvolume", "delete", str(p)])
-            shutil.rmtree(snaps, ignore_errors=True)
+        files = compose_files(self.name, self.state) if (self.dir / "compose.yaml").exists() else None
+        remove_project(self.name, self.dir, files, volumes=True)
+        delete_snapshots(self.snapshot_root())
         for sv in self.subvolumes:
             if sv.exists():
                 run(["btrfs", "subvolume", "delete", str(sv)])

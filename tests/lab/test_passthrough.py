@@ -22,7 +22,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness import clean_env
+
+from tests.lab.labproject import composeguard_bin, run
 
 pytestmark = pytest.mark.lab
 
@@ -59,39 +61,8 @@ services:
 """
 
 
-def composeguard_binary() -> str:
-    """The installed console script (not ``python -m``): that is what users alias."""
-    beside = Path(sys.executable).parent / "composeguard"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("composeguard")
-    if not found:
-        pytest.fail("composeguard console script not found next to sys.executable nor on PATH")
-    return found
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment both sides get: ours, minus composeguard's own switches
-    (COMPOSEGUARD_DEBUG makes composeguard announce the exec on stderr, by design)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSEGUARD_")}
-    # Our environment must not pick the project or profiles for compose.
-    for k in ("COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES", "COMPOSE_ENV_FILES"):
-        env.pop(k, None)
-    env.update(extra)
-    return env
-
-
 def docker(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", *args],
-        cwd=cwd,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run(["docker", *args], cwd=cwd, timeout=timeout)
 
 
 def must(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -157,11 +128,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 
 def run_both(
-    args: list[str], cwd: Path, *, env: dict[str, str] | None = None, stdin_data: bytes | None = None
+    args: list[str],
+    cwd: Path,
+    *,
+    env: dict[str, str] | None = None,
+    stdin_data: bytes | None = None,
+    timeout: float = 120,
+    **popen: object,
 ) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
-    """Run ``composeguard ARGS`` then ``docker compose ARGS``, back to back, identically."""
+    """Run ``composeguard ARGS`` then ``docker compose ARGS``, back to back, identically
+    (stdout and stderr captured unless ``popen`` says otherwise)."""
     results = []
-    for argv in ([composeguard_binary(), *args], ["docker", "compose", *args]):
+    for argv in ([composeguard_bin(), *args], ["docker", "compose", *args]):
         results.append(
             subprocess.run(
                 argv,
@@ -169,9 +147,9 @@ def run_both(
                 env=env if env is not None else clean_env(),
                 input=stdin_data if stdin_data is not None else None,
                 stdin=None if stdin_data is not None else subprocess.DEVNULL,
-                capture_output=True,
-                timeout=120,
+                timeout=timeout,
                 check=False,
+                **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
             )
         )
     return results[0], results[1]
@@ -325,25 +303,13 @@ def test_stdin_is_passed_through(project: Project) -> None:
 def test_broken_stdout_pipe(project: Project) -> None:
     """Writing into a pipe nobody reads: compose's reaction (exit code, stderr) must be the
     same, i.e. composeguard must not leave SIGPIPE ignored or otherwise change it."""
-    results = []
-    for argv in ([composeguard_binary(), "config"], ["docker", "compose", "config"]):
-        r, w = os.pipe()
-        os.close(r)
-        try:
-            proc = subprocess.run(
-                argv,
-                cwd=project.dir,
-                env=clean_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=w,
-                stderr=subprocess.PIPE,
-                timeout=60,
-                check=False,
-            )
-        finally:
-            os.close(w)
-        results.append((proc.returncode, proc.stderr))
-    assert results[0] == results[1]
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        guarded, plain = run_both(["config"], project.dir, timeout=60, stdout=w)
+    finally:
+        os.close(w)
+    assert (guarded.returncode, guarded.stderr) == (plain.returncode, plain.stderr)
 
 
 @pytest.mark.parametrize(
@@ -358,20 +324,10 @@ def test_closed_standard_fd(project: Project, closed_fd: int, args: list[str]) -
     """``composeguard ps >&-`` (a standard fd closed, as cron jobs, daemons and careless
     scripts do) must behave like ``docker compose ps >&-``: same exit code, and the same
     output on the streams that are still open."""
-    results = []
-    for argv in ([composeguard_binary(), *args], ["docker", "compose", *args]):
-        proc = subprocess.run(
-            argv,
-            cwd=project.dir,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=60,
-            check=False,
-            preexec_fn=lambda: os.close(closed_fd),  # runs in the child, after the redirections
-        )
-        results.append((proc.returncode, proc.stdout, proc.stderr))
-    assert results[0] == results[1]
+    # preexec_fn runs in the child, after the redirections
+    guarded, plain = run_both(args, project.dir, timeout=60, preexec_fn=lambda: os.close(closed_fd))
+    assert (guarded.returncode, guarded.stdout) == (plain.returncode, plain.stdout)
+    assert guarded.stderr == plain.stderr
 
 
 def _run_on_pty(argv: list[str], cwd: Path) -> tuple[int, bytes]:
@@ -418,7 +374,7 @@ def _run_on_pty(argv: list[str], cwd: Path) -> tuple[int, bytes]:
 def test_tty_is_passed_through(project: Project) -> None:
     """On a terminal, ``exec`` allocates a TTY in the container for both."""
     cmd = ["exec", "app", "sh", "-c", "test -t 0 && test -t 1 && echo tty-ok"]
-    guarded = _run_on_pty([composeguard_binary(), *cmd], project.dir)
+    guarded = _run_on_pty([composeguard_bin(), *cmd], project.dir)
     plain = _run_on_pty(["docker", "compose", *cmd], project.dir)
     assert guarded == plain
     assert plain[0] == 0 and b"tty-ok" in plain[1]
@@ -457,7 +413,7 @@ def test_process_is_replaced_and_signals_behave_the_same(project: Project) -> No
     process in between to swallow signals), with the same signal state, and SIGINT ends it
     with the same exit code."""
     args = ["logs", "-f", "app"]
-    guarded = _start_follow([composeguard_binary(), *args], project.dir)
+    guarded = _start_follow([composeguard_bin(), *args], project.dir)
     plain = _start_follow(["docker", "compose", *args], project.dir)
     try:
         want = ["docker", "compose", *args]
@@ -490,15 +446,7 @@ def test_process_is_replaced_and_signals_behave_the_same(project: Project) -> No
 
 
 def test_own_help_lists_guarded_commands() -> None:
-    proc = subprocess.run(
-        [composeguard_binary(), "--help"],
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run([composeguard_bin(), "--help"], timeout=60)
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     commands = {line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()}
@@ -545,7 +493,7 @@ def test_down(doomed_project: Project) -> None:
         assert _containers(p) == "", f"{argv[0]} down left containers behind"
         return r
 
-    guarded = down([composeguard_binary(), "down"])
+    guarded = down([composeguard_bin(), "down"])
     plain = down(["docker", "compose", "down"])
 
     assert guarded.returncode == plain.returncode

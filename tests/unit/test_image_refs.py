@@ -11,41 +11,32 @@ D2 = "sha256:" + "2" * 64
 D3 = "sha256:" + "3" * 64
 
 
-@pytest.mark.parametrize(
-    ("ref", "repo"),
-    [
-        ("reg:5000/a/b:tag", "reg:5000/a/b"),
-        ("reg:5000/a/b@sha256:x", "reg:5000/a/b"),
-        ("reg:5000/a/b:tag@sha256:x", "reg:5000/a/b"),
-        ("reg:5000/a/b", "reg:5000/a/b"),
-        ("nginx", "nginx"),
-        ("nginx:1.25", "nginx"),
-        ("nginx@" + D1, "nginx"),
-        ("library/nginx:1.25-alpine", "library/nginx"),
-        ("localhost:5000/app", "localhost:5000/app"),
-        ("127.0.0.1:5000/demo/app:latest", "127.0.0.1:5000/demo/app"),
-        ("ghcr.io/immich-app/immich-server:v1.120.0", "ghcr.io/immich-app/immich-server"),
-    ],
-)
-def test_repository(ref, repo):
+# A reference, its repository as written, and that repository as Docker names it.
+REFS = [
+    line.split()
+    for line in f"""
+    reg:5000/a/b:tag                          reg:5000/a/b                      reg:5000/a/b
+    reg:5000/a/b@sha256:x                     reg:5000/a/b                      reg:5000/a/b
+    reg:5000/a/b:tag@sha256:x                 reg:5000/a/b                      reg:5000/a/b
+    reg:5000/a/b                              reg:5000/a/b                      reg:5000/a/b
+    nginx                                     nginx                             docker.io/library/nginx
+    nginx:1.25                                nginx                             docker.io/library/nginx
+    nginx@{D1}                                nginx                             docker.io/library/nginx
+    library/nginx:1.25-alpine                 library/nginx                     docker.io/library/nginx
+    docker.io/library/nginx                   docker.io/library/nginx           docker.io/library/nginx
+    linuxserver/jellyfin                      linuxserver/jellyfin              docker.io/linuxserver/jellyfin
+    docker.io/linuxserver/jellyfin:10         docker.io/linuxserver/jellyfin    docker.io/linuxserver/jellyfin
+    localhost:5000/app                        localhost:5000/app                localhost:5000/app
+    localhost/app                             localhost/app                     localhost/app
+    127.0.0.1:5000/demo/app:latest            127.0.0.1:5000/demo/app           127.0.0.1:5000/demo/app
+    ghcr.io/immich-app/immich-server:v1.120 ghcr.io/immich-app/immich-server ghcr.io/immich-app/immich-server
+    """.strip().splitlines()
+]
+
+
+@pytest.mark.parametrize(("ref", "repo", "normal"), REFS)
+def test_repository(ref: str, repo: str, normal: str) -> None:
     assert repository(ref) == repo
-
-
-@pytest.mark.parametrize(
-    ("repo", "normal"),
-    [
-        ("nginx", "docker.io/library/nginx"),
-        ("library/nginx", "docker.io/library/nginx"),
-        ("linuxserver/jellyfin", "docker.io/linuxserver/jellyfin"),
-        ("docker.io/library/nginx", "docker.io/library/nginx"),
-        ("docker.io/linuxserver/jellyfin", "docker.io/linuxserver/jellyfin"),
-        ("ghcr.io/immich-app/immich-server", "ghcr.io/immich-app/immich-server"),
-        ("reg:5000/a/b", "reg:5000/a/b"),
-        ("localhost/app", "localhost/app"),
-        ("127.0.0.1:5000/demo/app", "127.0.0.1:5000/demo/app"),
-    ],
-)
-def test_normalize_repository(repo, normal):
     assert normalize_repository(repo) == normal
 
 

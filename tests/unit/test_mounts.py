@@ -35,17 +35,8 @@ def test_every_line_is_parsed(mounts):
 
 def test_root_mount_fields(mounts):
     m = by_mountpoint(mounts, "/")
-    assert m == Mount(
-        mount_id=22,
-        parent_id=1,
-        dev="8:1",
-        root="/",
-        mountpoint="/",
-        options="rw,relatime",
-        fstype="ext4",
-        source="/dev/sda1",
-        super_options="rw,errors=remount-ro",
-    )
+    # mount_id, parent_id, dev, root, mountpoint, options, fstype, source, super_options
+    assert m == Mount(22, 1, "8:1", "/", "/", "rw,relatime", "ext4", "/dev/sda1", "rw,errors=remount-ro")
 
 
 def test_btrfs_subvolume_mount_keeps_its_root(mounts):

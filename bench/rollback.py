@@ -34,8 +34,8 @@ Each round, for each size and variant (alternating which goes first):
 The first --warmup rounds are discarded. A run that lost dockerd (other lab users restart it)
 is made again. Prints a table and the big/small ratios.
 
-    bench/rollback [--rounds 3] [--warmup 1] [--small 10M] [--big 4G] [--pool-size 20G]
-    lab/zfs-guest.sh --docker .venv/bin/python bench/rollback --storage zfs --big 200M
+    bench/rollback.py [--rounds 3] [--warmup 1] [--small 10M] [--big 4G] [--pool-size 20G]
+    lab/zfs-guest.sh --docker .venv/bin/python bench/rollback.py --storage zfs --big 200M
 
 Needs the lab (bash lab/lab.sh up), root, and free space for the pool image (about four
 times --big plus 1 GiB really written). Standard library only. Removes what it made at the end,
@@ -68,33 +68,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (  # noqa: E402
-    LAB,
-    REGISTRY,
-    check_lab,
-    clean_env,
-    compose_files,
-    configure,
-    delete_snapshots,
-    exit_status,
-    fail,
-    find_composeguard,
-    note,
-    on_sigterm,
-    remove_project,
-    run,
-    spread,
-    untag_repository,
-    wait_for_docker,
-)
+import benchlib as lab  # noqa: E402
 
-configure("bench/rollback", run_timeout=1800)
+lab.configure("bench/rollback", run_timeout=1800)
 
-POOL_IMG = LAB / "bench-pool.img"
-POOL = LAB / "bench-btrfs"  # --storage zfs: $COMPOSEGUARD_ZFS_MNT, the guest pool's root
+POOL_IMG = lab.LAB / "bench-pool.img"
+POOL = lab.LAB / "bench-btrfs"  # --storage zfs: $COMPOSEGUARD_ZFS_MNT, the guest pool's root
 STORAGE = "btrfs"  # or "zfs" (--storage)
 ZFS_POOL = os.environ.get("COMPOSEGUARD_ZFS_POOL", "")
-GOOD, BAD = f"{REGISTRY}/lab/app:v1", f"{REGISTRY}/lab/app:v2"
+GOOD, BAD = f"{lab.REGISTRY}/lab/app:v1", f"{lab.REGISTRY}/lab/app:v2"
 TARGET_RATIO = 1.2  # exclusive (whole restore): rollback(big) / rollback(small)
 TARGET_SHARED_RATIO = 2.0  # shared (directory-level, reflink): rollback(big) / rollback(small)
 MIB = 1 << 20
@@ -125,35 +107,35 @@ def human(n: float) -> str:
 # -- the bench pool --------------------------------------------------------------------------
 def pool_up(size: int, need: int) -> bool:
     """Mount the bench pool (making it if needed). True when this call mounted it."""
-    LAB.mkdir(parents=True, exist_ok=True)
-    st = os.statvfs(LAB)
+    lab.LAB.mkdir(parents=True, exist_ok=True)
+    st = os.statvfs(lab.LAB)
     free = st.f_bavail * st.f_frsize
     allocated = POOL_IMG.stat().st_blocks * 512 if POOL_IMG.exists() else 0
     if free + allocated < need + (1 << 30):
-        fail(
-            f"not enough room for the bench pool: {LAB} has {human(free)} free (the pool image "
+        lab.fail(
+            f"not enough room for the bench pool: {lab.LAB} has {human(free)} free (the pool image "
             f"already holds {human(allocated)}), the bench writes about {human(need)} into the "
             "pool image; free some space or pass a smaller --big"
         )
     if not POOL_IMG.exists():
-        note(f"creating the bench pool {POOL_IMG} ({human(size)}, sparse)")
+        lab.note(f"creating the bench pool {POOL_IMG} ({human(size)}, sparse)")
         with open(POOL_IMG, "wb") as f:
             f.truncate(size)
-        run(["mkfs.btrfs", "-q", str(POOL_IMG)])
+        lab.run(["mkfs.btrfs", "-q", str(POOL_IMG)])
     POOL.mkdir(parents=True, exist_ok=True)
     mounted = False
     if not os.path.ismount(POOL):
-        run(["mount", "-o", "loop", str(POOL_IMG), str(POOL)])
+        lab.run(["mount", "-o", "loop", str(POOL_IMG), str(POOL)])
         mounted = True
     if POOL_IMG.stat().st_size < size:  # made smaller by an earlier run: grow it in place
-        note(f"growing the bench pool {POOL_IMG} to {human(size)}")
+        lab.note(f"growing the bench pool {POOL_IMG} to {human(size)}")
         with open(POOL_IMG, "r+b") as f:
             f.truncate(size)
-        dev = run(["findmnt", "-n", "-o", "SOURCE", str(POOL)]).stdout.strip()
-        run(["losetup", "-c", dev])
-        run(["btrfs", "filesystem", "resize", "max", str(POOL)])
+        dev = lab.run(["findmnt", "-n", "-o", "SOURCE", str(POOL)]).stdout.strip()
+        lab.run(["losetup", "-c", dev])
+        lab.run(["btrfs", "filesystem", "resize", "max", str(POOL)])
     # subvolumes deleted by an earlier run are freed by Btrfs in the background: wait for it
-    run(["btrfs", "subvolume", "sync", str(POOL)])
+    lab.run(["btrfs", "subvolume", "sync", str(POOL)])
     return mounted
 
 
@@ -168,10 +150,10 @@ def wait_for_room(need: int, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while True:
         if STORAGE == "zfs":
-            run(["zpool", "sync", ZFS_POOL], check=False)
+            lab.run(["zpool", "sync", ZFS_POOL], check=False)
         else:
-            run(["btrfs", "subvolume", "sync", str(POOL)], check=False)
-            run(["btrfs", "filesystem", "sync", str(POOL)], check=False)
+            lab.run(["btrfs", "subvolume", "sync", str(POOL)], check=False)
+            lab.run(["btrfs", "filesystem", "sync", str(POOL)], check=False)
         free = pool_free()
         if free >= need or time.monotonic() > deadline:
             return free
@@ -180,11 +162,11 @@ def wait_for_room(need: int, timeout: float = 120) -> int:
 
 def pool_down() -> None:
     if os.path.ismount(POOL):
-        run(["btrfs", "subvolume", "sync", str(POOL)], check=False)
-        run(["btrfs", "filesystem", "sync", str(POOL)], check=False)
-        proc = run(["umount", str(POOL)], check=False)
+        lab.run(["btrfs", "subvolume", "sync", str(POOL)], check=False)
+        lab.run(["btrfs", "filesystem", "sync", str(POOL)], check=False)
+        proc = lab.run(["umount", str(POOL)], check=False)
         if proc.returncode != 0:
-            note(f"warning: could not unmount {POOL}: {proc.stderr.strip()}")
+            lab.note(f"warning: could not unmount {lab.POOL}: {proc.stderr.strip()}")
 
 
 def zfs_clear(dataset: str, *, itself: bool = False) -> None:
@@ -192,16 +174,17 @@ def zfs_clear(dataset: str, *, itself: bool = False) -> None:
     beside it (the failed state, a clone of the live dataset's snapshot: destroyed first);
     with ``itself`` the dataset too."""
     kinds = "filesystem,snapshot"
-    names = run(["zfs", "list", "-H", "-o", "name", "-t", kinds, "-r", ZFS_POOL], check=False).stdout.split()
+    listed = lab.run(["zfs", "list", "-H", "-o", "name", "-t", kinds, "-r", ZFS_POOL], check=False)
+    names = listed.stdout.split()
     for n in names:
         if n.startswith(f"{dataset}.composeguard-"):
-            run(["zfs", "destroy", "-r", "-f", n], check=False)
+            lab.run(["zfs", "destroy", "-r", "-f", n], check=False)
     for n in names:
         if n.startswith(f"{dataset}@"):
-            run(["zfs", "release", "composeguard", n], check=False)
-            run(["zfs", "destroy", n], check=False)
+            lab.run(["zfs", "release", "composeguard", n], check=False)
+            lab.run(["zfs", "destroy", n], check=False)
     if itself and dataset in names:
-        run(["zfs", "destroy", "-r", "-f", dataset], check=False)
+        lab.run(["zfs", "destroy", "-r", "-f", dataset], check=False)
 
 
 def fill(path: Path, total: int) -> None:
@@ -296,7 +279,7 @@ class Project:
         self.dir = tmp / self.name
         self.dir.mkdir()
         self.tmp = tmp
-        self.ref = f"{REGISTRY}/{self.name}/app:latest"
+        self.ref = f"{lab.REGISTRY}/{self.name}/app:latest"
         self.subvol = POOL / f"{self.name}-data"
         # the name composeguard gives the dataset: the subvolume's path or the ZFS dataset's
         self.dataset = f"{ZFS_POOL}/{self.subvol.name}" if STORAGE == "zfs" else os.path.realpath(self.subvol)
@@ -309,12 +292,12 @@ class Project:
 
     def create(self) -> None:
         if STORAGE == "zfs":
-            run(["zfs", "create", "-o", f"mountpoint={self.subvol}", self.dataset])
+            lab.run(["zfs", "create", "-o", f"mountpoint={self.subvol}", self.dataset])
         else:
-            run(["btrfs", "subvolume", "create", str(self.subvol)])
+            lab.run(["btrfs", "subvolume", "create", str(self.subvol)])
         self.made_vol = True
         beside = f" (beside {human(OTHER)} in b/ and notes.txt)" if self.shared else ""
-        note(f"{self.name}: writing {human(self.size)} of data into {self.vol}{beside}")
+        lab.note(f"{self.name}: writing {human(self.size)} of data into {self.vol}{beside}")
         t0 = time.perf_counter()
         if self.shared:
             self.vol.mkdir()
@@ -322,8 +305,8 @@ class Project:
             fill(self.subvol / "b", OTHER)
             (self.subvol / "notes.txt").write_text(NOTES)
         fill(self.vol, self.size)
-        run(["sync", "-f", str(self.subvol)])
-        note(f"{self.name}: written in {time.perf_counter() - t0:.1f}s")
+        lab.run(["sync", "-f", str(self.subvol)])
+        lab.note(f"{self.name}: written in {time.perf_counter() - t0:.1f}s")
         if not self.shared:
             self.backup_dir.mkdir()
         guest = STORAGE == "zfs"
@@ -340,38 +323,39 @@ class Project:
         )
 
     def publish(self, source: str, keep_local: str | None = None) -> None:
-        run(["docker", "tag", source, self.ref])
+        lab.run(["docker", "tag", source, self.ref])
         self.tagged = True
-        run(["docker", "push", "-q", self.ref])
+        lab.run(["docker", "push", "-q", self.ref])
         if keep_local:
-            run(["docker", "tag", keep_local, self.ref])
+            lab.run(["docker", "tag", keep_local, self.ref])
 
     def reset(self) -> dict[str, str]:
         """v1 healthy on the (restored) data; a fresh composeguard state dir (no pins)."""
         self.publish(GOOD)
-        run(["docker", "compose", *compose_files(self.name, self.state), "down", "-t", "1"], cwd=self.dir)
+        files = lab.compose_files(self.name, self.state)
+        lab.run(["docker", "compose", *files, "down", "-t", "1"], cwd=self.dir)
         if self.state and self.state.exists():
             shutil.rmtree(self.state)
         self.drop_snapshots()
         self.state = Path(tempfile.mkdtemp(prefix=f"{self.name}-state-", dir=self.tmp))
         wait = "600" if STORAGE == "zfs" else "120"
-        run(["docker", "compose", "up", "-d", "--wait", "--wait-timeout", wait], cwd=self.dir)
+        lab.run(["docker", "compose", "up", "-d", "--wait", "--wait-timeout", wait], cwd=self.dir)
         have = du(self.vol)
         if have != self.size:
             raise RuntimeError(f"{self.vol} holds {have} bytes, expected {self.size}")
-        return {**clean_env(), "COMPOSEGUARD_STATE_DIR": str(self.state)}
+        return {**lab.clean_env(), "COMPOSEGUARD_STATE_DIR": str(self.state)}
 
     def drop_snapshots(self) -> None:
         if STORAGE == "zfs":
             zfs_clear(self.dataset)
         else:
-            delete_snapshots(POOL / ".composeguard-snapshots" / self.name)
+            lab.delete_snapshots(POOL / ".composeguard-snapshots" / self.name)
 
     def check_plan(self, env: dict[str, str]) -> None:
         """Stop unless composeguard will restore this project's data the way its row says:
         "whole" (exclusive), or by "paths", a/ only, with reflink (shared; on ZFS clone or
         copy)."""
-        proc = run([self.cg, "plan", "--json"], cwd=self.dir, env=env)
+        proc = lab.run([self.cg, "plan", "--json"], cwd=self.dir, env=env)
         try:
             doc = json.loads(proc.stdout)
         except ValueError as e:
@@ -442,7 +426,7 @@ class Project:
         self.check_plan(env)
         before = self.data_state()
         t0 = time.perf_counter()
-        proc = run([self.cg, "up", "-d", "--pull", "always"], cwd=self.dir, env=env, check=False)
+        proc = lab.run([self.cg, "up", "-d", "--pull", "always"], cwd=self.dir, env=env, check=False)
         total = time.perf_counter() - t0
         if proc.returncode != 3:
             raise RuntimeError(
@@ -479,8 +463,8 @@ class Project:
     def tar(self) -> dict[str, float]:
         archive = self.backup_dir / "backup.tar"
         t0 = time.perf_counter()
-        run(["tar", "-C", str(self.vol), "-cf", str(archive), "."])
-        run(["sync", str(archive)])  # fsync: a backup is only one once it is on disk
+        lab.run(["tar", "-C", str(self.vol), "-cf", str(archive), "."])
+        lab.run(["sync", str(archive)])  # fsync: a backup is only one once it is on disk
         backup = time.perf_counter() - t0
         damage(self.vol)
         t0 = time.perf_counter()
@@ -489,8 +473,8 @@ class Project:
                 shutil.rmtree(p)
             else:
                 p.unlink()
-        run(["tar", "-C", str(self.vol), "-xf", str(archive)])
-        run(["sync", "-f", str(self.vol)])
+        lab.run(["tar", "-C", str(self.vol), "-xf", str(archive)])
+        lab.run(["sync", "-f", str(self.vol)])
         restore = time.perf_counter() - t0
         archive.unlink()
         have = du(self.vol)
@@ -500,19 +484,19 @@ class Project:
 
     def destroy(self) -> None:
         if (self.dir / "compose.yaml").exists():
-            remove_project(self.name, self.dir, compose_files(self.name, self.state))
+            lab.remove_project(self.name, self.dir, lab.compose_files(self.name, self.state))
         self.drop_snapshots()
         shutil.rmtree(self.backup_dir, ignore_errors=True)
         if self.made_vol and STORAGE == "zfs":
             zfs_clear(self.dataset, itself=True)
         elif self.made_vol and self.subvol.exists():
-            run(["btrfs", "subvolume", "delete", str(self.subvol)], check=False)
+            lab.run(["btrfs", "subvolume", "delete", str(self.subvol)], check=False)
         # a half-done whole restore of composeguard's would leave a staging subvolume next to
         # it (a directory-level one leaves its staging directory inside, deleted with it)
         for p in POOL.glob(f".{self.subvol.name}.composeguard-restore-*"):
-            run(["btrfs", "subvolume", "delete", str(p)], check=False)
+            lab.run(["btrfs", "subvolume", "delete", str(p)], check=False)
         if self.tagged:
-            untag_repository(self.ref.rsplit(":", 1)[0])
+            lab.untag_repository(self.ref.rsplit(":", 1)[0])
 
 
 def med(xs: list[float]) -> str:
@@ -531,17 +515,15 @@ def measure(p: Project, tries: int = 3) -> tuple[dict[str, float], dict[str, flo
             lost = "cannot connect to the docker daemon" in str(e).lower()
             if not lost or attempt == tries:
                 raise
-            note(f"{p.name}: dockerd went away ({str(e).splitlines()[0]}); waiting for it, then again")
-            if not wait_for_docker(180):
+            lab.note(f"{p.name}: dockerd went away ({str(e).splitlines()[0]}); waiting for it, then again")
+            if not lab.wait_for_docker(180):
                 raise
             attempt += 1
 
 
 def main() -> int:
     global POOL, STORAGE
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3, help="measured rounds (default 3)")
-    ap.add_argument("--warmup", type=int, default=1, help="discarded warm-up rounds (default 1)")
+    ap = lab.arguments(__doc__, rounds=3, warmup=1)
     ap.add_argument("--small", type=parse_size, default=parse_size("10M"), help="default 10M")
     ap.add_argument("--big", type=parse_size, default=parse_size("4G"), help="default 4G")
     ap.add_argument(
@@ -551,7 +533,6 @@ def main() -> int:
         help="size of the bench pool image (default 20G; grown when smaller)",
     )
     ap.add_argument("--remove-pool", action="store_true", help="delete the pool image at the end")
-    ap.add_argument("--composeguard", metavar="PATH", help="the composeguard executable")
     ap.add_argument(
         "--storage",
         choices=("btrfs", "zfs"),
@@ -560,13 +541,13 @@ def main() -> int:
     )
     opts = ap.parse_args()
     if opts.rounds < 1 or opts.warmup < 0 or not 0 < opts.small < opts.big:
-        fail("--rounds >= 1, --warmup >= 0, 0 < --small < --big")
+        lab.fail("--rounds >= 1, --warmup >= 0, 0 < --small < --big")
     # per size: the exclusive data, its tar archive and, while a tar restore runs before Btrfs
     # has reclaimed the removed files, the restored copy; the shared data and b/ beside it;
     # plus Btrfs metadata
     need = 4 * (opts.small + opts.big) + 2 * OTHER + (512 << 20)
     if need > opts.pool_size * 0.9:
-        fail(
+        lab.fail(
             f"--pool-size {human(opts.pool_size)} is too small for --big {human(opts.big)} "
             f"(needs about {human(need / 0.9)})"
         )
@@ -575,30 +556,30 @@ def main() -> int:
     if STORAGE == "zfs":
         mnt = os.environ.get("COMPOSEGUARD_ZFS_MNT", "")
         if not ZFS_POOL or not mnt or not os.path.ismount(mnt):
-            fail(
+            lab.fail(
                 "--storage zfs runs inside the OpenZFS guest, on its pool: "
-                "lab/zfs-guest.sh --docker .venv/bin/python bench/rollback --storage zfs --big 200M"
+                "lab/zfs-guest.sh --docker .venv/bin/python bench/rollback.py --storage zfs --big 200M"
             )
         POOL = Path(mnt)
 
-    cg = find_composeguard(opts.composeguard)
+    cg = lab.find_composeguard(opts.composeguard)
     tools = ("zfs", "zpool") if STORAGE == "zfs" else ("btrfs", "mkfs.btrfs", "mount", "umount", "losetup")
-    check_lab(
+    lab.check_lab(
         tools=("docker", "tar", *tools), root_for="loop mount, Btrfs subvolumes, docker", images=(GOOD, BAD)
     )
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, lab.on_sigterm)
     mounted = pool_up(opts.pool_size, need) if STORAGE == "btrfs" else False
     free = wait_for_room(need)
     if free < need and STORAGE == "zfs":
-        fail(
+        lab.fail(
             f"the ZFS pool {ZFS_POOL} has {human(free)} free, the bench needs about {human(need)}: "
             "give the guest a bigger one (COMPOSEGUARD_ZFS_POOL_SIZE=8G) or pass a smaller --big"
         )
     if free < need:
         if mounted:
             pool_down()
-        fail(
-            f"the bench pool {POOL} has {human(free)} free, the bench needs about "
+        lab.fail(
+            f"the bench pool {lab.POOL} has {human(free)} free, the bench needs about "
             f"{human(need)}: pass --remove-pool once (it is made again with --pool-size) or "
             "a smaller --big"
         )
@@ -621,7 +602,7 @@ def main() -> int:
             tag = "warm-up" if i < opts.warmup else f"round {i - opts.warmup + 1}"
             for p in order:
                 g, t = measure(p)
-                note(
+                lab.note(
                     f"  {tag:<8} {human(p.size):>9} {p.kind:<9}: rollback {g['rollback']:5.2f}s "
                     f"(restore {g['restore']:.2f}s), guarded total {g['total']:5.2f}s"
                     + (f"; tar backup {t['backup']:6.2f}s, tar restore {t['restore']:6.2f}s" if t else "")
@@ -631,7 +612,7 @@ def main() -> int:
                     if t:
                         res[p.name]["tar"].append(t)
     except (KeyboardInterrupt, RuntimeError) as e:
-        return exit_status(e)
+        return lab.exit_status(e)
     finally:
         for p in projects:
             p.destroy()
@@ -649,8 +630,8 @@ def main() -> int:
     )
     method = next(p.method for p in projects if p.shared)  # Btrfs: reflink; ZFS: clone or copy
     if STORAGE == "zfs":
-        version = run(["zfs", "version"], check=False).stdout.split()[:1]  # zfs-2.1.11-1+deb12u1
-        where = f"ZFS pool {ZFS_POOL} at {POOL} ({' '.join(version)})"
+        version = lab.run(["zfs", "version"], check=False).stdout.split()[:1]  # zfs-2.1.11-1+deb12u1
+        where = f"ZFS pool {ZFS_POOL} at {lab.POOL} ({' '.join(version)})"
         unit, whole = "dataset", "clone + promote + rename"
     else:
         where, unit, whole = f"Btrfs on a loop image ({POOL_IMG})", "subvolume", "snapshot + rename"
@@ -677,13 +658,13 @@ def main() -> int:
         rb = [x["rollback"] for x in g]
         row = (
             f"{human(p.size):>9}  {f'shared: a/, {method}' if p.shared else 'exclusive: whole':<20}  "
-            f"{med(rb):>10} {spread(rb):>11}  "
+            f"{med(rb):>10} {lab.spread(rb):>11}  "
             f"{med([x['restore'] for x in g]):>9}  {med([x['total'] for x in g]):>15}"
         )
         if t:
             row += (
-                f"  {med([x['backup'] for x in t]):>12} {spread([x['backup'] for x in t]):>13}  "
-                f"{med([x['restore'] for x in t]):>13} {spread([x['restore'] for x in t]):>13}"
+                f"  {med([x['backup'] for x in t]):>12} {lab.spread([x['backup'] for x in t]):>13}  "
+                f"{med([x['restore'] for x in t]):>13} {lab.spread([x['restore'] for x in t]):>13}"
             )
         print(row)
     by = {(p.label, p.kind): res[p.name] for p in projects}

@@ -8,7 +8,7 @@ subprocess.run (output to /dev/null), and prints the medians, their spread (p10-
 min-max), the median overhead in milliseconds and the ratio. Tears the project down at the
 end (unless it was reused).
 
-    .venv/bin/python bench/passthrough [--rounds 30] [--composeguard PATH]
+    .venv/bin/python bench/passthrough.py [--rounds 30] [--composeguard PATH]
 
 Needs the lab (dockerd, Compose v2, the registry at 127.0.0.1:5000): bash lab/lab.sh up.
 Standard library only.
@@ -16,8 +16,6 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -28,9 +26,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import check_lab, clean_env, configure, fail, quantile  # noqa: E402
+import benchlib as lab  # noqa: E402
 
-configure("bench/passthrough")
+lab.configure("bench/passthrough")
 
 TARGET_MS = 50.0
 IMAGE = "127.0.0.1:5000/lab/app:v1"
@@ -45,51 +43,18 @@ services:
 """
 
 
-# Not benchlib's: this one takes a --composeguard that is neither a file nor on PATH as an
-# error of its own, returns the given path as pathlib spells it, and does not look in
-# .venv; merging them would change what it runs and says.
-def find_composeguard(given: str | None) -> str:
-    if given:
-        path = Path(given)
-        if path.is_file() and os.access(path, os.X_OK):
-            return str(path)
-        found = shutil.which(given)
-        if found:
-            return found
-        fail(f"--composeguard {given}: not an executable")
-    beside = Path(sys.executable).parent / "composeguard"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("composeguard")
-    if found:
-        return found
-    fail(
-        "composeguard not found next to this python nor on PATH; "
-        "run with the project venv (.venv/bin/python bench/passthrough) or pass --composeguard PATH"
-    )
-
-
 def check_docker() -> None:
     """benchlib's check_lab (dockerd and the Compose v2 plugin answer), after this bench's own
     wording for a missing docker CLI."""
     if shutil.which("docker") is None:
-        fail("docker CLI not found; the lab is not up (run `bash lab/lab.sh up` as root)")
-    check_lab(tools=())
+        lab.fail("docker CLI not found; the lab is not up (run `bash lab/lab.sh up` as root)")
+    lab.check_lab(tools=())
 
 
 def compose(project_dir: Path, *args: str) -> None:
-    proc = subprocess.run(
-        ["docker", "compose", *args],
-        cwd=project_dir,
-        env=clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = lab.run(["docker", "compose", *args], cwd=project_dir, timeout=180, check=False)
     if proc.returncode != 0:
-        fail(f"docker compose {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
+        lab.fail(f"docker compose {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr.strip()}")
 
 
 def timed(argv: list[str], cwd: Path, environ: dict[str, str]) -> float:
@@ -105,15 +70,12 @@ def timed(argv: list[str], cwd: Path, environ: dict[str, str]) -> float:
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        fail(f"{' '.join(argv)} exited {proc.returncode} (cwd {cwd})")
+        lab.fail(f"{' '.join(argv)} exited {proc.returncode} (cwd {cwd})")
     return elapsed * 1000.0
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=30, help="measured rounds (default 30)")
-    ap.add_argument("--warmup", type=int, default=3, help="discarded warm-up rounds (default 3)")
-    ap.add_argument("--composeguard", metavar="PATH", help="the composeguard executable to time")
+    ap = lab.arguments(__doc__, rounds=30, warmup=3)
     ap.add_argument(
         "--project-dir",
         metavar="DIR",
@@ -122,16 +84,16 @@ def main() -> int:
     )
     opts = ap.parse_args()
     if opts.rounds < 1 or opts.warmup < 0:
-        fail("--rounds must be >= 1 and --warmup >= 0")
+        lab.fail("--rounds must be >= 1 and --warmup >= 0")
 
-    cg = find_composeguard(opts.composeguard)
+    cg = lab.find_composeguard(opts.composeguard)
     check_docker()
 
     tmp: tempfile.TemporaryDirectory | None = None
     if opts.project_dir:
         project_dir = opts.project_dir.resolve()
         if not project_dir.is_dir():
-            fail(f"--project-dir {project_dir}: not a directory")
+            lab.fail(f"--project-dir {project_dir}: not a directory")
     else:
         tmp = tempfile.TemporaryDirectory(prefix="cgbench-")
         name = f"cgbench{uuid.uuid4().hex[:10]}"
@@ -139,7 +101,7 @@ def main() -> int:
         project_dir.mkdir()
         (project_dir / "compose.yaml").write_text(COMPOSE_YAML.format(name=name, image=IMAGE))
 
-    environ = clean_env()
+    environ = lab.clean_env()
     guarded_argv = [cg, "ps"]
     plain_argv = ["docker", "compose", "ps"]
     guarded: list[float] = []
@@ -184,8 +146,8 @@ def main() -> int:
     print(f"{'command':<22}{'median':>9}{'p10':>9}{'p90':>9}{'min':>9}{'max':>9}")
     for label, xs in (("docker compose ps", plain), ("composeguard ps", guarded)):
         print(
-            f"{label:<22}{statistics.median(xs):>9.1f}{quantile(xs, 0.1):>9.1f}"
-            f"{quantile(xs, 0.9):>9.1f}{min(xs):>9.1f}{max(xs):>9.1f}"
+            f"{label:<22}{statistics.median(xs):>9.1f}{lab.quantile(xs, 0.1):>9.1f}"
+            f"{lab.quantile(xs, 0.9):>9.1f}{min(xs):>9.1f}{max(xs):>9.1f}"
         )
     print()
     print(f"overhead (median - median): {overhead:+.1f} ms")

@@ -16,7 +16,7 @@ peak RSS (getrusage RUSAGE_SELF: composeguard's Python process) and the largest 
 the children it waited for (RUSAGE_CHILDREN: the docker CLI processes composeguard runs,
 which are separate processes and not part of composeguard's own figure).
 
-    bench/scale [--rounds 5] [--warmup 1] [--services 100]
+    bench/scale.py [--rounds 5] [--warmup 1] [--services 100]
 
 Needs the lab (bash lab/lab.sh up) and root. Standard library only. Removes what it made at
 the end, also on Ctrl-C.
@@ -24,7 +24,6 @@ the end, also on Ctrl-C.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -37,27 +36,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (  # noqa: E402
-    LAB,
-    REGISTRY,
-    check_lab,
-    clean_env,
-    configure,
-    delete_snapshots,
-    exit_status,
-    fail,
-    find_composeguard,
-    note,
-    on_sigterm,
-    remove_project,
-    run,
-    untag_repository,
-)
+import benchlib as lab  # noqa: E402
 
-configure("bench/scale", run_timeout=900)
+lab.configure("bench/scale", run_timeout=900)
 
-POOL = LAB / "btrfs"
-OLD, NEW = f"{REGISTRY}/lab/plain:v1", f"{REGISTRY}/lab/plain:v3"
+OLD, NEW = f"{lab.REGISTRY}/lab/plain:v1", f"{lab.REGISTRY}/lab/plain:v3"
 TARGET_S = 3.0
 CHAIN = 5
 
@@ -81,10 +64,10 @@ def script_interpreter(cg: str) -> str:
     with open(cg, "rb") as f:
         first = f.readline().decode(errors="replace").strip()
     if not first.startswith("#!") or "python" not in first:
-        fail(f"{cg} is not a Python console script (#! line: {first!r}); cannot measure its RSS")
+        lab.fail(f"{cg} is not a Python console script (#! line: {first!r}); cannot measure its RSS")
     interp = first[2:].strip().split()[0]
     if not os.access(interp, os.X_OK):
-        fail(f"the interpreter of {cg} ({interp}) is not executable")
+        lab.fail(f"the interpreter of {cg} ({interp}) is not executable")
     return interp
 
 
@@ -97,7 +80,7 @@ def check_memory(n: int) -> None:
                 avail = int(line.split()[1]) * 1024
     need = n * 20 << 20  # a busybox container + its shim: well under 20 MiB
     if avail < need + (1 << 30):
-        fail(f"{n} containers want about {need >> 20} MiB; only {avail >> 20} MiB available")
+        lab.fail(f"{n} containers want about {need >> 20} MiB; only {avail >> 20} MiB available")
 
 
 class Project:
@@ -106,25 +89,25 @@ class Project:
         self.dir = tmp / name
         self.dir.mkdir()
         self.state = tmp / f"{name}-state"
-        self.refs = {g: f"{REGISTRY}/{name}/{g}:latest" for g in ("a", "b")}
+        self.refs = {g: f"{lab.REGISTRY}/{name}/{g}:latest" for g in ("a", "b")}
         self.services = [f"s{i:03d}" for i in range(n)]
         self.subvolumes: list[Path] = []
         self.tagged: set[str] = set()
 
     def publish(self, group: str, source: str, keep_local: str | None = None) -> None:
         ref = self.refs[group]
-        run(["docker", "tag", source, ref])
+        lab.run(["docker", "tag", source, ref])
         self.tagged.add(group)
-        run(["docker", "push", "-q", ref])
+        lab.run(["docker", "push", "-q", ref])
         if keep_local:
-            run(["docker", "tag", keep_local, ref])
+            lab.run(["docker", "tag", keep_local, ref])
 
     def create(self) -> None:
         half = self.n // 2
         lines = [f"name: {self.name}", "services:"]
         for i, svc in enumerate(self.services):
-            sv = POOL / f"{self.name}-{svc}"
-            run(["btrfs", "subvolume", "create", str(sv)])
+            sv = lab.POOL / f"{self.name}-{svc}"
+            lab.run(["btrfs", "subvolume", "create", str(sv)])
             self.subvolumes.append(sv)
             (sv / "db.txt").write_text(f"data of {svc}\n")
             lines += [
@@ -140,21 +123,21 @@ class Project:
 
     def destroy(self) -> None:
         if (self.dir / "compose.yaml").exists():
-            remove_project(self.name, self.dir, ["-f", "compose.yaml"])
-        delete_snapshots(POOL / ".composeguard-snapshots" / self.name)
+            lab.remove_project(self.name, self.dir, ["-f", "compose.yaml"])
+        lab.delete_snapshots(lab.POOL / ".composeguard-snapshots" / self.name)
         for sv in self.subvolumes:
             if sv.exists():
-                run(["btrfs", "subvolume", "delete", str(sv)], check=False)
+                lab.run(["btrfs", "subvolume", "delete", str(sv)], check=False)
         for g in self.tagged:
-            untag_repository(self.refs[g].rsplit(":", 1)[0])
+            lab.untag_repository(self.refs[g].rsplit(":", 1)[0])
 
 
 def measure(p: Project, interp: str, cg: str, args: list[str]) -> dict:
     fd, out = tempfile.mkstemp(prefix="rusage-", dir=p.tmp)
     os.close(fd)
-    env = {**clean_env(), "COMPOSEGUARD_STATE_DIR": str(p.state)}
+    env = {**lab.clean_env(), "COMPOSEGUARD_STATE_DIR": str(p.state)}
     t0 = time.perf_counter()
-    proc = run([interp, "-c", WRAPPER, out, cg, *args], cwd=p.dir, env=env, check=False)
+    proc = lab.run([interp, "-c", WRAPPER, out, cg, *args], cwd=p.dir, env=env, check=False)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(
@@ -173,20 +156,19 @@ def measure(p: Project, interp: str, cg: str, args: list[str]) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=5, help="measured rounds (default 5)")
-    ap.add_argument("--warmup", type=int, default=1, help="discarded warm-up rounds (default 1)")
+    ap = lab.arguments(__doc__, rounds=5, warmup=1)
     ap.add_argument("--services", type=int, default=100, help="services in the project (default 100)")
-    ap.add_argument("--composeguard", metavar="PATH", help="the composeguard executable")
     opts = ap.parse_args()
     if opts.rounds < 1 or opts.warmup < 0 or not 2 <= opts.services <= 500:
-        fail("--rounds >= 1, --warmup >= 0, 2 <= --services <= 500")
+        lab.fail("--rounds >= 1, --warmup >= 0, 2 <= --services <= 500")
 
-    cg = find_composeguard(opts.composeguard)
+    cg = lab.find_composeguard(opts.composeguard)
     interp = script_interpreter(cg)
-    check_lab(tools=("docker", "btrfs"), root_for="Btrfs subvolumes, docker", pool=POOL, images=(OLD, NEW))
+    lab.check_lab(
+        tools=("docker", "btrfs"), root_for="Btrfs subvolumes, docker", pool=lab.POOL, images=(OLD, NEW)
+    )
     check_memory(opts.services)
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, lab.on_sigterm)
 
     name = f"bench{secrets.token_hex(3)}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{name}-"))
@@ -195,12 +177,12 @@ def main() -> int:
     res: dict[str, list[dict]] = {k: [] for k in sides}
     load0 = os.getloadavg()[0]
     try:
-        note(f"{name}: creating {opts.services} subvolumes and services")
+        lab.note(f"{name}: creating {opts.services} subvolumes and services")
         p.create()
         t0 = time.perf_counter()
-        run(["docker", "compose", "up", "-d", "--quiet-pull"], cwd=p.dir, timeout=1800)
+        lab.run(["docker", "compose", "up", "-d", "--quiet-pull"], cwd=p.dir, timeout=1800)
         deploy = time.perf_counter() - t0
-        note(f"{name}: deployed with docker compose up -d in {deploy:.1f}s")
+        lab.note(f"{name}: deployed with docker compose up -d in {deploy:.1f}s")
         p.publish("a", NEW, keep_local=OLD)  # the registry has v3 for the first half
         expected = opts.services // 2
         for i in range(opts.warmup + opts.rounds):
@@ -210,7 +192,7 @@ def main() -> int:
                 if r["changes"] != expected:
                     raise RuntimeError(f"{label} reported {r['changes']} changes, expected {expected}")
                 tag = "warm-up" if i < opts.warmup else f"round {i - opts.warmup + 1}"
-                note(
+                lab.note(
                     f"  {tag:<8} {label:<12} {r['wall']:6.2f}s  "
                     f"RSS {r['self_kib'] / 1024:5.1f} MiB (largest child "
                     f"{r['child_kib'] / 1024:5.1f} MiB)"
@@ -218,9 +200,9 @@ def main() -> int:
                 if i >= opts.warmup:
                     res[label].append(r)
     except (KeyboardInterrupt, RuntimeError) as e:
-        return exit_status(e)
+        return lab.exit_status(e)
     finally:
-        note(f"{name}: tearing down")
+        lab.note(f"{name}: tearing down")
         p.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -16,7 +16,7 @@ local tag stays on v1, so both sides really pull), then the side is timed as a w
 first --warmup rounds are discarded. Prints, per size, the median total time of each side
 with its spread, the ratio, the median downtime per service of each side and the difference.
 
-    bench/upgrade [--rounds 3] [--warmup 1] [--services 1,10,30] [--poll-ms 20] [--max-rate 400]
+    bench/upgrade.py [--rounds 3] [--warmup 1] [--services 1,10,30] [--poll-ms 20] [--max-rate 400]
 
 Needs the lab (bash lab/lab.sh up) and root (Btrfs subvolumes). Standard library only.
 Everything it creates (containers, subvolumes, composeguard's snapshots, its local image tag)
@@ -42,29 +42,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import (  # noqa: E402
-    LAB,
-    REGISTRY,
-    check_lab,
-    clean_env,
-    compose_files,
-    configure,
-    delete_snapshots,
-    exit_status,
-    fail,
-    find_composeguard,
-    note,
-    on_sigterm,
-    remove_project,
-    run,
-    spread,
-    untag_repository,
-)
+import benchlib as lab  # noqa: E402
 
-configure("bench/upgrade", run_timeout=600)
+lab.configure("bench/upgrade", run_timeout=600)
 
-POOL = LAB / "btrfs"
-OLD, NEW = f"{REGISTRY}/lab/app:v1", f"{REGISTRY}/lab/app:v3"
+OLD, NEW = f"{lab.REGISTRY}/lab/app:v1", f"{lab.REGISTRY}/lab/app:v3"
 TARGET_RATIO = 1.15  # at 10 and more services
 TARGET_ADDED_DOWNTIME = 0.5  # seconds per service
 
@@ -133,7 +115,7 @@ class Project:
         self.name = f"{prefix}n{n}"
         self.dir = tmp / self.name
         self.dir.mkdir()
-        self.ref = f"{REGISTRY}/{self.name}/app:latest"
+        self.ref = f"{lab.REGISTRY}/{self.name}/app:latest"
         self.ports = [port_base + i for i in range(n)]
         self.services = [f"s{i:02d}" for i in range(n)]
         self.subvolumes: list[Path] = []
@@ -143,7 +125,7 @@ class Project:
         self.tagged = False
 
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return run(["docker", "compose", *args], cwd=self.dir, timeout=timeout)
+        return lab.run(["docker", "compose", *args], cwd=self.dir, timeout=timeout)
 
     def create(self) -> None:
         for p in self.ports:
@@ -157,8 +139,8 @@ class Project:
             "services:",
         ]
         for svc, port in zip(self.services, self.ports, strict=True):
-            sv = POOL / f"{self.name}-{svc}"
-            run(["btrfs", "subvolume", "create", str(sv)])
+            sv = lab.POOL / f"{self.name}-{svc}"
+            lab.run(["btrfs", "subvolume", "create", str(sv)])
             self.subvolumes.append(sv)
             (sv / "db.txt").write_text(f"data of {svc}\n" * 100)
             lines += [
@@ -172,20 +154,20 @@ class Project:
     def publish(self, source: str, keep_local: str | None = None) -> None:
         """Point the registry tag at ``source``; then, if asked, the local tag at ``keep_local``
         (so that the next pull has something to fetch)."""
-        run(["docker", "tag", source, self.ref])
+        lab.run(["docker", "tag", source, self.ref])
         self.tagged = True
-        run(["docker", "push", "-q", self.ref])
+        lab.run(["docker", "push", "-q", self.ref])
         if keep_local:
-            run(["docker", "tag", keep_local, self.ref])
+            lab.run(["docker", "tag", keep_local, self.ref])
 
     def drop_snapshots(self) -> None:
-        delete_snapshots(POOL / ".composeguard-snapshots" / self.name)
+        lab.delete_snapshots(lab.POOL / ".composeguard-snapshots" / self.name)
 
     def fresh_state(self) -> dict[str, str]:
         if self.state and self.state.exists():
             shutil.rmtree(self.state)
         self.state = Path(tempfile.mkdtemp(prefix=f"{self.name}-state-", dir=self.tmp))
-        return {**clean_env(), "COMPOSEGUARD_STATE_DIR": str(self.state)}
+        return {**lab.clean_env(), "COMPOSEGUARD_STATE_DIR": str(self.state)}
 
     def reset(self) -> None:
         """v1 running and healthy everywhere, nothing of composeguard's left."""
@@ -195,13 +177,13 @@ class Project:
 
     def destroy(self) -> None:
         if (self.dir / "compose.yaml").exists():
-            remove_project(self.name, self.dir, compose_files(self.name, self.state))
+            lab.remove_project(self.name, self.dir, lab.compose_files(self.name, self.state))
         self.drop_snapshots()
         for sv in self.subvolumes:
             if sv.exists():
-                run(["btrfs", "subvolume", "delete", str(sv)], check=False)
+                lab.run(["btrfs", "subvolume", "delete", str(sv)], check=False)
         if self.tagged:
-            untag_repository(self.ref.rsplit(":", 1)[0])
+            lab.untag_repository(self.ref.rsplit(":", 1)[0])
 
 
 # -- one measured side -----------------------------------------------------------------------
@@ -227,7 +209,7 @@ def measure(p: Project, side: str, interval: float) -> dict:
             p.compose("up", "-d", "--wait", "--wait-timeout", "120")
             steps = {}
         else:
-            proc = run([p.cg, "up", "-d", "--pull", "always"], cwd=p.dir, env=env, check=False)
+            proc = lab.run([p.cg, "up", "-d", "--pull", "always"], cwd=p.dir, env=env, check=False)
             if proc.returncode != 0:
                 raise RuntimeError(
                     f"composeguard up exited {proc.returncode}:\n{proc.stderr.strip()[-3000:]}"
@@ -247,7 +229,7 @@ def measure(p: Project, side: str, interval: float) -> dict:
     if missing:
         raise RuntimeError(f"{side}: no v3 answer from {', '.join(missing)} after the upgrade")
     if any(t.old_after_new for t in pollers):
-        note(f"warning: {side}: a service answered v1 again after its first v3")
+        lab.note(f"warning: {side}: a service answered v1 again after its first v3")
     return {
         "total": total,
         "downtime": [d for d in downs if d is not None],
@@ -282,9 +264,7 @@ def interval(opts: argparse.Namespace, n: int) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3, help="measured rounds per size (default 3)")
-    ap.add_argument("--warmup", type=int, default=1, help="discarded warm-up rounds (default 1)")
+    ap = lab.arguments(__doc__, rounds=3, warmup=1, rounds_are="measured rounds per size")
     ap.add_argument("--services", default="1,10,30", help="project sizes (default 1,10,30)")
     ap.add_argument(
         "--poll-ms",
@@ -301,18 +281,19 @@ def main() -> int:
         "and 1500/s would load the 2 lab cores as much as what is measured)",
     )
     ap.add_argument("--port-base", type=int, default=20000, help="first published port (default 20000)")
-    ap.add_argument("--composeguard", metavar="PATH", help="the composeguard executable")
     opts = ap.parse_args()
     try:
         sizes = [int(s) for s in opts.services.split(",") if s.strip()]
     except ValueError:
-        fail(f"--services {opts.services!r}: a comma-separated list of numbers")
+        lab.fail(f"--services {opts.services!r}: a comma-separated list of numbers")
     if opts.rounds < 1 or opts.warmup < 0 or not sizes or min(sizes) < 1 or max(sizes) > 200:
-        fail("--rounds >= 1, --warmup >= 0, sizes between 1 and 200")
+        lab.fail("--rounds >= 1, --warmup >= 0, sizes between 1 and 200")
 
-    cg = find_composeguard(opts.composeguard)
-    check_lab(tools=("docker", "btrfs"), root_for="Btrfs subvolumes, docker", pool=POOL, images=(OLD, NEW))
-    signal.signal(signal.SIGTERM, on_sigterm)
+    cg = lab.find_composeguard(opts.composeguard)
+    lab.check_lab(
+        tools=("docker", "btrfs"), root_for="Btrfs subvolumes, docker", pool=lab.POOL, images=(OLD, NEW)
+    )
+    signal.signal(signal.SIGTERM, lab.on_sigterm)
 
     prefix = f"bench{secrets.token_hex(3)}"
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
@@ -324,7 +305,7 @@ def main() -> int:
             p = Project(tmp, prefix, n, opts.port_base, cg)
             try:
                 p.create()
-                note(
+                lab.note(
                     f"{p.name}: {n} service(s); {opts.warmup} warm-up + {opts.rounds} rounds; "
                     f"poll every {interval(opts, n) * 1000:.0f} ms per service"
                 )
@@ -334,7 +315,7 @@ def main() -> int:
                     for side in order:
                         r = measure(p, side, interval(opts, n))
                         tag = "warm-up" if i < opts.warmup else f"round {i - opts.warmup + 1}"
-                        note(
+                        lab.note(
                             f"  {tag:<8} {side:<8} total {r['total']:6.2f}s  "
                             f"downtime/service median {statistics.median(r['downtime']):5.2f}s"
                         )
@@ -344,7 +325,7 @@ def main() -> int:
             finally:
                 p.destroy()
     except (KeyboardInterrupt, RuntimeError) as e:
-        return exit_status(e)
+        return lab.exit_status(e)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -374,8 +355,8 @@ def main() -> int:
         ratio = statistics.median(tg) / statistics.median(tp)
         added = statistics.median(dg) - statistics.median(dp)
         print(
-            f"{n:>8}  {statistics.median(tp):>8.2f} {spread(tp):>11}  "
-            f"{statistics.median(tg):>9.2f} {spread(tg):>11}  {ratio:>5.2f}x  "
+            f"{n:>8}  {statistics.median(tp):>8.2f} {lab.spread(tp):>11}  "
+            f"{statistics.median(tg):>9.2f} {lab.spread(tg):>11}  {ratio:>5.2f}x  "
             f"{statistics.median(dp):>9.2f}s {statistics.median(dg):>9.2f}s {added:>+6.2f}s "
             f"{max(dg):>8.2f}s"
         )
