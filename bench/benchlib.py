@@ -27,7 +27,7 @@ from harness import (  # noqa: E402, F401  (re-exported: the benches import them
     clean_env,
     compose_files,
     composeguard_binary,
-    delete_snapshots,
+    delete_subvolumes,
     remove_project,
     wait_for_docker,
 )

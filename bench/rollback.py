@@ -349,7 +349,7 @@ class Project:
         if STORAGE == "zfs":
             zfs_clear(self.dataset)
         else:
-            lab.delete_snapshots(POOL / ".composeguard-snapshots" / self.name)
+            lab.delete_subvolumes(POOL / ".composeguard-snapshots" / self.name)
 
     def check_plan(self, env: dict[str, str]) -> None:
         """Stop unless composeguard will restore this project's data the way its row says:

@@ -124,7 +124,7 @@ class Project:
     def destroy(self) -> None:
         if (self.dir / "compose.yaml").exists():
             lab.remove_project(self.name, self.dir, ["-f", "compose.yaml"])
-        lab.delete_snapshots(lab.POOL / ".composeguard-snapshots" / self.name)
+        lab.delete_subvolumes(lab.POOL / ".composeguard-snapshots" / self.name)
         for sv in self.subvolumes:
             if sv.exists():
                 lab.run(["btrfs", "subvolume", "delete", str(sv)], check=False)

@@ -161,7 +161,7 @@ class Project:
             lab.run(["docker", "tag", keep_local, self.ref])
 
     def drop_snapshots(self) -> None:
-        lab.delete_snapshots(lab.POOL / ".composeguard-snapshots" / self.name)
+        lab.delete_subvolumes(lab.POOL / ".composeguard-snapshots" / self.name)
 
     def fresh_state(self) -> dict[str, str]:
         if self.state and self.state.exists():

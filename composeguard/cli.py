@@ -220,6 +220,36 @@ def recover(ctx: click.Context) -> None:
     ctx.exit(recover_command(_project(ctx), _reporter()))
 
 
+@main.command(
+    help="Check the project's layout and say what to fix: storage (protected, shared, record "
+    "size), networks, GPUs, CPU pinning, composeguard's state. Changes nothing. Exit 0: nothing "
+    "wrong; 6: warnings; 7: errors."
+)
+@click.argument("services", nargs=-1)
+@json_option
+@click.option("-v", "--verbose", is_flag=True, help="Show the checks that passed too.")
+@click.pass_context
+def doctor(ctx: click.Context, services: tuple[str, ...], as_json: bool, verbose: bool) -> None:
+    from composeguard.doctor.command import doctor_command
+
+    ctx.exit(doctor_command(_project(ctx, list(services)), list(services), as_json, verbose))
+
+
+@main.command(
+    help="Give each data folder of SERVICE a ZFS dataset or Btrfs subvolume of its own at the "
+    "same path (ZFS: the record size its workload wants), moving the data in. Without --apply: "
+    "show what it would do."
+)
+@click.argument("services", nargs=-1, required=True)
+@click.option("--apply", "apply_", is_flag=True, help="Do it: stop, move, copy, verify, start.")
+@click.option("--keep-old", is_flag=True, help="Keep the original folder beside the new dataset.")
+@click.pass_context
+def provision(ctx: click.Context, services: tuple[str, ...], apply_: bool, keep_old: bool) -> None:
+    from composeguard.commands import provision_command
+
+    ctx.exit(provision_command(_project(ctx, list(services)), list(services), apply_, keep_old, _reporter()))
+
+
 @main.command(help="Show the versions of composeguard and docker compose.")
 def version() -> None:
     from composeguard import execute

@@ -1,4 +1,4 @@
-"""The read-mostly commands: plan, history, pins, unpin, rollback, recover."""
+"""The commands besides up/update: plan, history, pins, unpin, rollback, recover, provision."""
 
 from __future__ import annotations
 
@@ -135,7 +135,9 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
-        journals = [j for j in Journal.all(project.name) if j.outcome == COMMITTED]
+        journals = [
+            j for j in Journal.all(project.name) if j.outcome == COMMITTED and j.command != "provision"
+        ]
         if txn:
             journals = [j for j in journals if j.id == txn]
             if not journals:
@@ -165,4 +167,33 @@ def recover_command(project: Project, rep: Reporter) -> int:
         if j is None:
             click.echo(f"nothing to recover for project {project.name}")
             return 0
+        if j.command == "provision":
+            from composeguard.provision.apply import recover_provision
+
+            return recover_provision(j, rep)
         return finish_interrupted(project, j, rep)
+
+
+def provision_command(
+    project: Project, services: list[str], apply_: bool, keep_old: bool, rep: Reporter
+) -> int:
+    from composeguard.provision.apply import apply
+    from composeguard.provision.plan import describe, plan_provision
+    from composeguard.rollback import refuse_if_unfinished
+
+    with project_lock(project.name):
+        refuse_if_unfinished(project.name)
+        plan = plan_provision(project, services)
+        if not apply_:
+            for line in describe(plan):
+                click.echo(line)
+            if plan.refusals:
+                raise ConfigError(f"cannot provision: {plan.refusals[0]}")
+            if plan.moves:
+                click.echo("run it again with --apply to do it")
+            return 0
+        if plan.refusals:
+            raise ConfigError(f"cannot provision: {plan.refusals[0]}; nothing was changed")
+        for w in plan.warnings:
+            rep.warn(w)
+        return apply(project, plan, rep, keep_old)

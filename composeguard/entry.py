@@ -15,7 +15,8 @@ from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE, docker_binary
 
 # The commands composeguard handles itself; every other command passes through.
 GUARDED_COMMANDS = frozenset(
-    {"up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "version"}
+    {"up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "doctor", "provision"}
+    | {"version"}
 )
 
 

@@ -29,6 +29,16 @@ DIR_POINTS = (
     "dir-swapped",  # the first path (or entry) is swapped in; the others not yet
 )
 
+# Steps of `provision --apply` (provision.py).
+PROVISION_POINTS = (
+    "provision-stopped",  # the containers using the folders are stopped, nothing moved yet
+    "provision-aside",  # the first folder is renamed aside, no dataset made yet
+    "provision-created",  # its new dataset exists (empty) at the folder's path
+    "provision-copied",  # the data is copied in, not verified
+    "provision-verified",  # every copy is verified, the containers not started yet
+    "provision-started",  # the containers run again, the old copies not deleted yet
+)
+
 
 def pause_point(name: str) -> None:
     if os.environ.get("COMPOSEGUARD_TEST_PAUSE_AT") != name:

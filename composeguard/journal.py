@@ -56,6 +56,9 @@ class Journal:
     # storage/pathrestore.py): paths, method, the failed-state snapshot and the progress
     restores: dict[str, dict[str, Any]] = field(default_factory=dict)
     compose_args: list[str] = field(default_factory=list)
+    # command "provision" (provision.py): the folders made into datasets and the containers
+    # stopped for it; recover finishes or undoes it from this alone
+    provision: dict[str, Any] = field(default_factory=dict)
     up_args: list[str] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     finished: str | None = None

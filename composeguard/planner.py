@@ -190,18 +190,25 @@ def map_storage(plan: Plan) -> None:
         plan.usage = classify_datasets(plan, mapper)
 
 
-def classify_datasets(plan: Plan, mapper: StorageMapper) -> dict[str, DatasetUse]:
+def classify_datasets(
+    plan: Plan,
+    mapper: StorageMapper,
+    uses: list[docker.ContainerUse] | None = None,
+    root_dir: str | None = None,
+) -> dict[str, DatasetUse]:
     """Exclusive or shared, for every dataset of the unit (``storage/usage.py``): one
-    ``docker ps -a`` + one batched inspect for every container on the host, one listing of
-    the directories on the way to the unit's paths, one read of mountinfo."""
+    ``docker ps -a`` + one batched inspect for every container on the host (``uses``, when the
+    caller has them already), one listing of the directories on the way to the unit's paths,
+    one read of mountinfo."""
     unit = set(plan.unit)
     others = [
         c
-        for c in docker.all_container_uses()
+        for c in (docker.all_container_uses() if uses is None else uses)
         if not (c.project == plan.project.name and c.service in unit)
     ]
     datasets = plan.datasets()
-    root_dir = docker.data_root() if datasets else None
+    if root_dir is None and datasets:
+        root_dir = docker.data_root()
     mounts = mapper.mounts
     own_mounts = [d.files_at for d in datasets]
     all_unit_paths = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected]

@@ -46,3 +46,8 @@ def short(ref: str | None) -> str:
 
 def mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
+
+
+def size_text(n: int) -> str:
+    """A record size the way ZFS writes it: 8K, 128K, 1M."""
+    return f"{n >> 20}M" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n >> 10}K"

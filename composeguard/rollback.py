@@ -66,7 +66,7 @@ def refuse_if_unfinished(project: str) -> None:
         )
     if j is not None:
         raise GuardError(
-            f"transaction {j.id} of project {project} was interrupted at step '{j.phase}'; "
+            f"transaction {j.id} ({j.command}) of project {project} was interrupted at step '{j.phase}'; "
             f"run `composeguard recover` first (nothing was changed now)"
         )
 

@@ -134,16 +134,18 @@ def remove_project(name: str, project_dir: Path, files: list[str] | None, volume
             pass
 
 
-def delete_snapshots(root: Path) -> None:
-    """composeguard's read-only snapshot subvolumes below ``root`` (deepest first), then
-    ``root``."""
+def delete_subvolumes(root: Path) -> None:
+    """Every Btrfs subvolume at or below ``root``, deepest first (read-only ones too: the
+    snapshots composeguard made, the subvolumes provision made inside a test's), then whatever
+    is left of ``root``."""
     if not root.exists():
         return
-    for p in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+    for p in [*sorted(root.rglob("*"), key=lambda p: -len(p.parts)), root]:
         try:
             if p.is_dir() and not p.is_symlink() and p.stat().st_ino == 256:
                 run(["btrfs", "property", "set", "-ts", str(p), "ro", "false"], check=False)
                 run(["btrfs", "subvolume", "delete", str(p)], check=False)
         except FileNotFoundError:
             pass
-    shutil.rmtree(root, ignore_errors=True)
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)

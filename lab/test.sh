@@ -17,13 +17,13 @@ fi
 bash lab/lab.sh up
 
 step "lint (ruff)"
-.venv/bin/ruff check composeguard tests bench
+.venv/bin/ruff check composeguard tests bench lab
 
 step "unit tests (no root, no Docker needed)"
 .venv/bin/python -m pytest -q -m "not lab and not zfs" tests
 
 step "end-to-end tests on the lab (real dockerd, registry, Btrfs)"
-COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q -m lab tests
+COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q --durations=15 -m lab tests
 
 if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     step "ZFS inside the OpenZFS guest: the binding, the backend, and the upgrade scenarios on datasets"
@@ -34,8 +34,8 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     # one (about 1.5 h). The timeout leaves room for a slower machine within CI's 90 minutes.
     if [ "${COMPOSEGUARD_ZFS_FULL:-0}" = 1 ]; then guest_timeout=6000; else guest_timeout=3600; fi
     COMPOSEGUARD_REQUIRE_LAB=1 COMPOSEGUARD_ZFS_TIMEOUT=${COMPOSEGUARD_ZFS_TIMEOUT:-$guest_timeout} \
-        bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q -p no:cacheprovider \
+        bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 \
         -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_shared_dataset.py \
-        tests/lab/test_kill_recovery.py
+        tests/lab/test_kill_recovery.py tests/lab/test_provision.py
 fi
 step "all tests passed"

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 import struct
@@ -27,181 +26,15 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
-FS_IOC_GETFLAGS = 0x80086601
-FS_IOC_SETFLAGS = 0x40086602
-FS_NOCOW_FL = 0x00800000
-MiB = 1 << 20
-
-_KIND = {
-    stat.S_IFDIR: "dir",
-    stat.S_IFREG: "file",
-    stat.S_IFLNK: "symlink",
-    stat.S_IFIFO: "fifo",
-    stat.S_IFCHR: "chr",
-    stat.S_IFBLK: "blk",
-    stat.S_IFSOCK: "sock",
-}
-
-
-def show(path: bytes) -> str:
-    return repr(path)[1:] if path else "'' (the top directory)"
-
-
-# -- snapshot ----------------------------------------------------------------------------------
-def _open(name: bytes, flags: int, dir_fd: int | None = None) -> int:
-    try:
-        return os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
-    except PermissionError:  # not the owner and not root: the atime may move
-        return os.open(name, flags, dir_fd=dir_fd)
-
-
-def _xattrs(ref: int | bytes, follow: bool) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(ref, follow_symlinks=follow)
-        return {n: os.getxattr(ref, n, follow_symlinks=follow) for n in sorted(names)}
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            return {}
-        raise
-
-
-def _nocow(fd: int) -> bool:
-    try:
-        return bool(struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0] & FS_NOCOW_FL)
-    except OSError:
-        return False
-
-
-def data_map(fd: int, size: int) -> list[tuple[int, int]]:
-    """(offset, length) of the data segments of an open file, by SEEK_DATA/SEEK_HOLE."""
-    segs: list[tuple[int, int]] = []
-    off = 0
-    while off < size:
-        try:
-            start = os.lseek(fd, off, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno == errno.ENXIO:
-                break
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        if start >= end:
-            break
-        segs.append((start, end - start))
-        off = end
-    return segs
-
-
-def _sha256(fd: int) -> str:
-    h = hashlib.sha256()
-    while chunk := os.read(fd, MiB):
-        h.update(chunk)
-    return h.hexdigest()
-
-
-def snapshot_tree(root: str | os.PathLike[str], *, atime: bool = True, symlink_atime: bool = False
-                  ) -> dict[bytes, dict[str, Any]]:
-    """Every field of every entry below ``root`` that a copy must keep. Never follows a symlink.
-    Fields: type, mode (with setuid/setgid/sticky), uid, gid, mtime_ns, atime_ns (files and
-    directories; symlinks only with ``symlink_atime``), size (files, symlinks), target
-    (symlinks), rdev (devices), xattrs (sorted name -> value; POSIX ACLs are xattrs), sha256 and
-    data (the data/hole map) for files, nocow (Btrfs chattr +C) for files and directories, and
-    link: for names sharing an inode within the tree, the smallest of those names (a group id
-    that is the same in a copy), else None. Directory sizes are not compared (they depend on the
-    directory's history on ext4)."""
-    top = os.fsencode(os.fspath(root))
-    out: dict[bytes, dict[str, Any]] = {}
-    inodes: dict[tuple[int, int], list[bytes]] = {}
-
-    def common(st: os.stat_result) -> dict[str, Any]:
-        return {
-            "type": _KIND[stat.S_IFMT(st.st_mode)],
-            "mode": oct(stat.S_IMODE(st.st_mode)),
-            "uid": st.st_uid,
-            "gid": st.st_gid,
-            "mtime_ns": st.st_mtime_ns,
-        }
-
-    st = os.lstat(top)
-    assert stat.S_ISDIR(st.st_mode), f"{top!r} is not a directory"
-    fd = _open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    rec = common(st)
-    if atime:
-        rec["atime_ns"] = st.st_atime_ns
-    rec["xattrs"] = _xattrs(fd, True)
-    rec["nocow"] = _nocow(fd)
-    out[b""] = rec
-    stack = [(fd, b"")]
-    try:
-        while stack:
-            dfd, rel = stack.pop()
-            try:
-                for name in sorted(os.fsencode(n) for n in os.listdir(dfd)):
-                    path = rel + b"/" + name if rel else name
-                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                    rec = common(st)
-                    kind = rec["type"]
-                    if kind in ("file", "dir") and atime or kind == "symlink" and symlink_atime:
-                        rec["atime_ns"] = st.st_atime_ns
-                    if kind == "dir":
-                        sub = _open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dfd)
-                        rec["xattrs"] = _xattrs(sub, True)
-                        rec["nocow"] = _nocow(sub)
-                        stack.append((sub, path))
-                    elif kind == "file":
-                        f = _open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dfd)
-                        try:
-                            rec["size"] = st.st_size
-                            rec["data"] = data_map(f, st.st_size)
-                            rec["sha256"] = _sha256(f)
-                            rec["xattrs"] = _xattrs(f, True)
-                            rec["nocow"] = _nocow(f)
-                        finally:
-                            os.close(f)
-                    else:
-                        proc = b"/proc/self/fd/%d/%s" % (dfd, name)
-                        rec["xattrs"] = _xattrs(proc, False)
-                        if kind == "symlink":
-                            rec["target"] = os.readlink(name, dir_fd=dfd)
-                            rec["size"] = st.st_size
-                        elif kind in ("chr", "blk"):
-                            rec["rdev"] = (os.major(st.st_rdev), os.minor(st.st_rdev))
-                    if kind != "dir":
-                        inodes.setdefault((st.st_dev, st.st_ino), []).append(path)
-                    out[path] = rec
-            finally:
-                os.close(dfd)
-    finally:
-        for dfd, _ in stack:
-            os.close(dfd)
-    for paths in inodes.values():
-        group = min(paths) if len(paths) > 1 else None
-        for p in paths:
-            out[p]["link"] = group
-    return out
-
-
-def _fmt(v: Any) -> str:
-    s = repr(v)
-    return s if len(s) <= 160 else s[:150] + f"... ({len(s)} chars)"
-
-
-def tree_differences(a: dict[bytes, dict[str, Any]], b: dict[bytes, dict[str, Any]], *,
-                     ignore: Iterable[str] = ()) -> list[str]:
-    skip = set(ignore)
-    diffs: list[str] = []
-    for path in sorted(a.keys() | b.keys()):
-        if path not in b:
-            diffs.append(f"{show(path)}: only in the first tree ({a[path]['type']})")
-            continue
-        if path not in a:
-            diffs.append(f"{show(path)}: only in the second tree ({b[path]['type']})")
-            continue
-        ra, rb = a[path], b[path]
-        for field in sorted((ra.keys() | rb.keys()) - skip):
-            va, vb = ra.get(field, "<absent>"), rb.get(field, "<absent>")
-            if va != vb:
-                diffs.append(f"{show(path)}: {field}: {_fmt(va)} != {_fmt(vb)}")
-    return diffs
+from composeguard.storage.treecopy import FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_NOCOW_FL
+from composeguard.storage.treediff import (  # noqa: F401 (the tests import them from here)
+    MiB,
+    data_map,
+    nocow,
+    show,
+    snapshot_tree,
+    tree_differences,
+)
 
 
 def assert_same_tree(a: dict[bytes, dict[str, Any]], b: dict[bytes, dict[str, Any]], *,
@@ -223,13 +56,13 @@ def posix_acl(*entries: tuple[int, int, int]) -> bytes:
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, i) for t, p, i in entries)
 
 
-def set_nocow(path: bytes) -> bool:
+def setnocow(path: bytes) -> bool:
     """chattr +C on an empty file or a directory; False where the filesystem has no such flag."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0]
         fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("i", flags | FS_NOCOW_FL) + bytes(4))
-        return _nocow(fd)
+        return nocow(fd)
     except OSError:
         return False
     finally:
@@ -352,10 +185,10 @@ def build_tree(root: str | os.PathLike[str], *, outside: str, privileged: bool =
 
     if nocow:
         os.mkdir(p(b"nocow-dir"))
-        ok = set_nocow(p(b"nocow-dir"))
+        ok = setnocow(p(b"nocow-dir"))
         _write(p(b"nocow-dir", b"db"), b"inherits +C from its dir\n" * 100)
         _write(p(b"nocow-file"), b"")
-        ok = set_nocow(p(b"nocow-file")) and ok
+        ok = setnocow(p(b"nocow-file")) and ok
         with open(p(b"nocow-file"), "ab") as f:
             f.write(b"+C set while empty\n" * 1000)
         _write(p(b"nocow-dir", b"cow-in-nocow"), b"")  # inherited +C ...

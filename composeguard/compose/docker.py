@@ -231,6 +231,7 @@ class ContainerUse:
     project: str  # "" for a container compose did not make
     service: str
     sources: tuple[tuple[str, str], ...]  # (mount type, host path) of its bind and volume mounts
+    running: bool = False
 
     def describe(self) -> str:
         owner = f" of project {self.project}" if self.project else ""
@@ -259,7 +260,9 @@ def all_container_uses() -> list[ContainerUse]:
             if m.get("Type") in ("bind", "volume") and m.get("Source")
         )
         project = labels.get("com.docker.compose.project", "")
-        out.append(ContainerUse(cid, name, project, labels.get("com.docker.compose.service", ""), sources))
+        running = bool((d.get("State") or {}).get("Running"))
+        service = labels.get("com.docker.compose.service", "")
+        out.append(ContainerUse(cid, name, project, service, sources, running))
     return out
 
 

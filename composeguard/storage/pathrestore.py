@@ -228,7 +228,7 @@ def _restore_entries(
         finally:
             os.close(ofd)
             os.close(sfd)
-        _copy_dir_metadata(src, pfd)
+        copy_dir_metadata(src, pfd)
     finally:
         os.close(pfd)
     st = os.lstat(src)
@@ -237,14 +237,15 @@ def _restore_entries(
     save()
 
 
-def _copy_dir_metadata(src: str, dst_fd: int) -> None:
+def copy_dir_metadata(src: str, dst_fd: int, keep: tuple[str, ...] = ()) -> None:
     """The restored root keeps its inode: give it the owner, mode, xattrs and times it had in
-    the snapshot (``src``), through its descriptor (never through a link)."""
+    the snapshot (``src``), through its descriptor (never through a link). Extended
+    attributes named in ``keep`` stay (a provisioned dataset's tag)."""
     st = os.lstat(src)
     os.chown(dst_fd, st.st_uid, st.st_gid)
     os.chmod(dst_fd, stat.S_IMODE(st.st_mode))
     for name in os.listxattr(dst_fd):
-        if name not in os.listxattr(src):
+        if name not in os.listxattr(src) and name not in keep:
             os.removexattr(dst_fd, name)
     for name in os.listxattr(src):
         os.setxattr(dst_fd, name, os.getxattr(src, name))

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import harness
 import pytest
 import yaml
-from harness import LAB, POOL, REGISTRY, compose_files, delete_snapshots, remove_project  # noqa: F401
+from harness import LAB, POOL, REGISTRY, compose_files, delete_subvolumes, remove_project  # noqa: F401
 
 # Inside the OpenZFS guest (lab/zfs-guest.sh --docker) the same scenarios run on ZFS datasets.
 STORAGE = os.environ.get("COMPOSEGUARD_LAB_STORAGE", "btrfs")
@@ -212,10 +213,9 @@ class LabProject:
     def destroy(self) -> None:
         files = compose_files(self.name, self.state) if (self.dir / "compose.yaml").exists() else None
         remove_project(self.name, self.dir, files, volumes=True)
-        delete_snapshots(self.snapshot_root())
+        delete_subvolumes(self.snapshot_root())
         for sv in self.subvolumes:
-            if sv.exists():
-                run(["btrfs", "subvolume", "delete", str(sv)])
+            delete_subvolumes(sv)
         for ds in self.datasets:
             for line in zfs("list", "-H", "-o", "name", "-t", "snapshot").split():
                 if line.startswith(ds) and "@composeguard-" in line:
@@ -224,6 +224,39 @@ class LabProject:
             for name in zfs("list", "-H", "-o", "name", "-t", "filesystem").split():
                 if name == ds or name.startswith(f"{ds}.composeguard-"):
                     run(["zfs", "destroy", "-R", "-f", name])
+
+
+def kill_at(
+    p: LabProject,
+    point: str,
+    tmp: Path,
+    sig: signal.Signals = signal.SIGKILL,
+    args: tuple[str, ...] = ("up", "-d", "--pull", "always"),
+) -> None:
+    """Run ``composeguard ARGS`` until it reaches the pause point ``point``, then send it ``sig``
+    (a real signal to the real process) and wait for it to end."""
+    marker = tmp / f"paused-{point}"
+    env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker)}
+    proc = subprocess.Popen([composeguard_bin(), *args], cwd=p.dir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + (300 if STORAGE != "zfs" else 900)
+    try:
+        while not marker.exists():
+            if proc.poll() is not None:
+                raise AssertionError(f"composeguard ended before {point}: {proc.stderr.read()}")
+            assert time.time() < deadline, f"composeguard never reached {point}"
+            time.sleep(0.1)
+    except BaseException:
+        proc.kill()  # never leave it running into the teardown (it would find its snapshots gone)
+        proc.wait()
+        raise
+    pid = int(marker.read_text())
+    assert pid == proc.pid
+    os.kill(pid, sig)
+    if sig == signal.SIGKILL:
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    else:  # handled: undone (130), rolled back (3), or a rollback cut short (4, recover resumes)
+        assert proc.wait(timeout=600) in (130, 3, 4), proc.stderr.read()
 
 
 def bad_upgrade_is_rolled_back(

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from tests.lab.labproject import (
     STORAGE,
     LabProject,
     app_service,
-    composeguard_bin,
+    kill_at,
     meta_tree,
     tree,
 )
@@ -76,31 +74,6 @@ def two_service_project(p: LabProject) -> tuple[Path, Path, str, str]:
     })
     assert p.cg("up", "-d", "--wait").returncode == 0
     return app_vol, db_vol, v1_app, v1_db
-
-
-def kill_at(p: LabProject, point: str, tmp: Path, sig: signal.Signals = signal.SIGKILL) -> None:
-    marker = tmp / f"paused-{point}"
-    env = {**p.env, "COMPOSEGUARD_TEST_PAUSE_AT": point, "COMPOSEGUARD_TEST_PAUSE_FILE": str(marker)}
-    proc = subprocess.Popen([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + (300 if STORAGE != "zfs" else 900)
-    try:
-        while not marker.exists():
-            if proc.poll() is not None:
-                raise AssertionError(f"composeguard ended before {point}: {proc.stderr.read()}")
-            assert time.time() < deadline, f"composeguard never reached {point}"
-            time.sleep(0.1)
-    except BaseException:
-        proc.kill()  # never leave it running into the teardown (it would find its snapshots gone)
-        proc.wait()
-        raise
-    pid = int(marker.read_text())
-    assert pid == proc.pid
-    os.kill(pid, sig)
-    if sig == signal.SIGKILL:
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    else:  # handled: undone (130), rolled back (3), or a rollback cut short (4, recover resumes)
-        assert proc.wait(timeout=600) in (130, 3, 4), proc.stderr.read()
 
 
 def bad_digests(p: LabProject) -> list[str]:

@@ -37,7 +37,10 @@ pytestmark = pytest.mark.lab
 
 IMAGE = "127.0.0.1:5000/lab/app:v1"
 PLAIN_IMAGE = "127.0.0.1:5000/lab/plain:v1"
-GUARDED = ("up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "version")
+GUARDED = (
+    "up", "update", "plan", "rollback", "history", "pins", "unpin", "recover", "doctor", "provision",
+    "version",
+)
 
 # `app` echoes $GREETING (from .env, or another --env-file) to stdout and a line to stderr,
 # then runs the lab image's own entrypoint (busybox httpd + /health), so `logs` has
