@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import sys
-import traceback
-from typing import Any
 
 import click
 
 from composeguard import __version__
-from composeguard.entry import GUARDED_COMMANDS, split_global_options
-from composeguard.errors import ExitCode, GuardError
 
 log = logging.getLogger("composeguard")
 
@@ -42,7 +36,7 @@ class Group(click.Group):
         formatter.write_text(
             "Exit codes: 0 ok or nothing to do, 2 usage/configuration (nothing changed), "
             "3 upgrade failed and was rolled back, 4 rollback failed (look at it), "
-            "5 another run holds the project's lock, 1 other errors. "
+            "5 another run holds the project's lock, 1 other errors; doctor: 6 warnings, 7 errors. "
             "Settings: x-composeguard in the compose file, COMPOSEGUARD_* variables. "
             "--debug shows tracebacks."
         )
@@ -258,59 +252,3 @@ def version() -> None:
     click.echo(f"composeguard {__version__}")
     proc = execute.run([docker_binary(), "compose", "version"], check=False)
     click.echo((proc.stdout or proc.stderr or "docker compose: not found").strip())
-
-
-def _setup_logging(debug: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setLevel(logging.DEBUG if debug else logging.WARNING)
-    handler.setFormatter(logging.Formatter("composeguard: %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("composeguard")
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def run(args: list[str]) -> None:
-    """Run a guarded command; ``args`` are the raw arguments after ``composeguard``."""
-    debug = "--debug" in args or os.environ.get("COMPOSEGUARD_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
-    _setup_logging(debug)
-    global_options, command, rest = split_global_options(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    from composeguard.preflight import ExecInstead
-
-    try:
-        argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]
-        code = main.main(
-            argv, prog_name="composeguard", obj={"globals": global_options}, standalone_mode=False
-        )
-    except ExecInstead as e:
-        from composeguard.entry import exec_compose
-
-        exec_compose(e.args_)
-        return
-    except GuardError as e:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"composeguard: {e}", err=True)
-        sys.exit(int(e.exit_code))
-    except click.ClickException as e:
-        e.show()
-        sys.exit(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("composeguard: interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - one line for the user, the traceback with --debug
-        if debug:
-            raise
-        click.echo(
-            f"composeguard: internal error: {type(e).__name__}: {e} (run with --debug for details)",
-            err=True,
-        )
-        sys.exit(ExitCode.ERROR)
-    sys.exit(code if isinstance(code, int) else 0)

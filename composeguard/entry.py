@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     global_options, command, _rest = split_global_options(args)
     if command in GUARDED_COMMANDS or (command is None and (wants_help(global_options) or not args)):
-        from composeguard.cli import run
+        from composeguard.runner import run
 
         run(args)
         return

@@ -38,6 +38,7 @@ TOP_BASE = "/run/composeguard/btrfs"  # top-level mounts of filesystems with sub
 # struct btrfs_ioctl_vol_args (fd, name[4088]) are both 4096 bytes.
 BTRFS_IOC_SNAP_CREATE_V2 = 0x50009417  # _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
 BTRFS_IOC_SNAP_DESTROY = 0x5000940F  # _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+BTRFS_IOC_SUBVOL_CREATE = 0x5000940E  # _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
 
 
 def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
@@ -61,17 +62,30 @@ def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
         os.close(src_fd)
 
 
+def _vol_args_ioctl(dir_fd: int, request: int, name: str, failing: str) -> None:
+    """An ioctl taking struct btrfs_ioctl_vol_args (the name of an entry of ``dir_fd``)."""
+    bname = os.fsencode(name)
+    if not bname or b"/" in bname or len(bname) > 4087:
+        raise StorageError(f"{failing}: bad name")
+    args = bytearray(4096)
+    args[8 : 8 + len(bname)] = bname
+    log.debug("ioctl 0x%x %s", request, failing)
+    try:
+        fcntl.ioctl(dir_fd, request, args)
+    except OSError as e:
+        raise StorageError(f"{failing}: {e.strerror}") from e
+
+
 def destroy_at(dir_fd: int, name: str, where: str) -> None:
     """Delete the subvolume ``name`` of the directory ``dir_fd`` (looked up there, never
     through a link)."""
-    args = bytearray(4096)
-    bname = os.fsencode(name)
-    args[8 : 8 + len(bname)] = bname
-    log.debug("ioctl BTRFS_IOC_SNAP_DESTROY %s", where)
-    try:
-        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, args)
-    except OSError as e:
-        raise StorageError(f"cannot delete {where}: {e.strerror}") from e
+    _vol_args_ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, name, f"cannot delete {where}")
+
+
+def create_at(dir_fd: int, name: str, where: str) -> None:
+    """Create the empty subvolume ``name`` in the directory ``dir_fd`` (EEXIST when anything
+    has the name; never through a link)."""
+    _vol_args_ioctl(dir_fd, BTRFS_IOC_SUBVOL_CREATE, name, f"cannot create the subvolume {where}")
 
 
 def subvolume_info(path: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ destroyed (ZFS: the user property ``composeguard:provisioned``; Btrfs: the root-
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -18,7 +17,7 @@ import stat
 from composeguard.errors import StorageError
 from composeguard.storage import safedir
 from composeguard.storage.base import Dataset
-from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO, destroy_at
+from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO, create_at, destroy_at
 from composeguard.storage.zfs import exists as zfs_exists
 from composeguard.storage.zfs import get as zfs_get
 from composeguard.storage.zfs import zfs
@@ -27,7 +26,6 @@ log = logging.getLogger("composeguard.newdataset")
 
 ZFS_TAG = "composeguard:provisioned"
 BTRFS_TAG = "trusted.composeguard.provisioned"
-BTRFS_IOC_SUBVOL_CREATE = 0x5000940E  # _IOW(0x94, 14, struct btrfs_ioctl_vol_args): fd, name[4088]
 _ZFS_NAME_PART = re.compile(r"[^A-Za-z0-9_.:-]")
 
 
@@ -58,16 +56,7 @@ def create(parent: Dataset, path: str, name: str, properties: dict[str, str], tx
     parent_dir, base = os.path.split(path)
     dfd = safedir.open_dir(parent_dir)
     try:
-        args = bytearray(4096)
-        bname = os.fsencode(base)
-        if not bname or len(bname) > 4087:
-            raise StorageError(f"cannot create a subvolume named {base!r}")
-        args[8 : 8 + len(bname)] = bname
-        log.debug("ioctl BTRFS_IOC_SUBVOL_CREATE %s", path)
-        try:
-            fcntl.ioctl(dfd, BTRFS_IOC_SUBVOL_CREATE, args)
-        except OSError as e:
-            raise StorageError(f"cannot create the subvolume {path}: {e.strerror}") from e
+        create_at(dfd, base, path)
         fd = os.open(base, safedir.DIR_FLAGS, dir_fd=dfd)
         try:
             os.setxattr(fd, BTRFS_TAG, txn.encode())

@@ -211,3 +211,22 @@ def test_doctor_reports_sharing_tuning_network_gpu_and_cpus(lab_project: LabProj
     for f in shares:
         assert f["message"] in text.stdout
     assert lab.run(["docker", "network", "ls", "-q", "--filter", f"name={p.name}-proxy-missing"]).stdout == ""
+
+
+@lab.same_on_zfs("--keep-old only skips the deletion: the same on either storage")
+def test_keep_old_leaves_the_original_beside_the_new_dataset(lab_project: LabProject) -> None:
+    p = lab_project
+    shared = shared_app_layout(p)
+    deploy(p, shared)
+    before = meta_tree(shared / "db")
+
+    r = p.cg("provision", "db", "--keep-old")  # without --apply: nothing happens
+    assert r.returncode == 0 and leftovers(shared) == [] and not is_own_dataset(shared / "db")
+    r = p.cg("provision", "db", "--apply", "--keep-old")
+
+    assert r.returncode == 0, r.stderr
+    (kept,) = leftovers(shared)
+    assert kept.startswith("db.composeguard-provision-") and kept in r.stderr
+    assert_same_tree(before, meta_tree(shared / kept))
+    assert_same_tree(before, data_tree(shared / "db"))
+    assert is_own_dataset(shared / "db") and not is_own_dataset(shared / "media")

@@ -30,10 +30,10 @@ def execvp(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 @pytest.fixture
 def guarded(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Replace the click CLI: record what it would have been given."""
-    import composeguard.cli
+    import composeguard.runner
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(composeguard.cli, "run", lambda args: calls.append(list(args)))
+    monkeypatch.setattr(composeguard.runner, "run", lambda args: calls.append(list(args)))
     return calls
 
 
