@@ -180,8 +180,8 @@ def check_name_resolution(
     """On each external network, can the project's running services find each other by
     service name, and only each other?
 
-    From the project's reverse proxy to every other service on the network, else once per
-    pair: ``docker exec CONTAINER getent hosts SERVICE``, or ``nslookup`` in a container whose
+    From the project's reverse proxy to every other service on the network, else both ways
+    between every two: ``docker exec CONTAINER getent hosts SERVICE``, or ``nslookup`` in a container whose
     image has no getent (found out once per container), through ``run``. At most ``limit``
     pairs, each exec with ``timeout``. An address that is not the service's own means another
     container on the shared network (another project's service of the same name) answers to
@@ -204,7 +204,8 @@ def check_name_resolution(
     for net, users in sorted(shared.items()):
         on = [s for s in users if any(net in ips for _, ips in running.get(s, []))]
         proxies = [s for s in on if _is_proxy(project.services[s].raw)]
-        cand = [(proxies[0], s) for s in on if s != proxies[0]] if proxies else itertools.combinations(on, 2)
+        # Both ways: a namesake of b on the shared network only shows when b is looked up.
+        cand = [(proxies[0], s) for s in on if s != proxies[0]] if proxies else itertools.permutations(on, 2)
         pairs += [(net, a, b) for a, b in cand if selected(chosen, a, b)]
     tools: dict[str, tuple[str, ...] | None] = {}  # container -> the resolver that works in it
     out = []
