@@ -14,6 +14,9 @@ from tests.lab.labproject import LabProject
 
 pytestmark = pytest.mark.lab
 
+# The lab image's busybox has the nslookup applet but no link to it: add one, then run the app.
+RESOLVER = ["sh", "-c", "ln -sf busybox /bin/nslookup && exec sh /entrypoint.sh"]
+
 
 @pytest.fixture
 def proxy_network(lab_project: LabProject) -> Iterator[str]:
@@ -28,7 +31,9 @@ def proxy_network(lab_project: LabProject) -> Iterator[str]:
 def on_proxy(p: LabProject, net: str, *services: str) -> None:
     image = p.push("lab/app:v1", "app").split("@")[0] + ":latest"
     p.write_compose({
-        "services": {s: {"image": image, "networks": ["proxy", "default"]} for s in services},
+        "services": {
+            s: {"image": image, "networks": ["proxy", "default"], "entrypoint": RESOLVER} for s in services
+        },
         "networks": {"proxy": {"external": True, "name": net}},
     })
     r = p.compose("up", "-d", "--wait")
