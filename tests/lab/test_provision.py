@@ -60,6 +60,14 @@ def deploy(p: LabProject, shared: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
+@pytest.fixture
+def apps(lab_project: LabProject) -> Path:
+    """db and media running on their folders of one shared dataset; the dataset's path."""
+    shared = shared_app_layout(lab_project)
+    deploy(lab_project, shared)
+    return shared
+
+
 def data_tree(path: Path) -> dict:
     """meta_tree without provision's own tag on a new subvolume's root (Btrfs: an xattr)."""
     t = meta_tree(path)
@@ -82,10 +90,8 @@ def leftovers(shared: Path) -> list[str]:
     return sorted(n for n in os.listdir(shared) if ".composeguard-provision-" in n)
 
 
-def test_provision_gives_each_service_a_dataset_of_its_own(lab_project: LabProject) -> None:
-    p = lab_project
-    shared = shared_app_layout(p)
-    deploy(p, shared)
+def test_provision_gives_each_service_a_dataset_of_its_own(lab_project: LabProject, apps: Path) -> None:
+    p, shared = lab_project, apps
     before = {n: meta_tree(shared / n) for n in ("db", "media")}
     notes = (shared / "notes.txt").stat()
 
@@ -114,10 +120,8 @@ def test_provision_gives_each_service_a_dataset_of_its_own(lab_project: LabProje
 
 
 @lab.same_on_zfs("a ZFS dataset's whole restore is the seed story's (this one takes 7 min under TCG)")
-def test_after_provision_a_failing_upgrade_restores_only_its_own_dataset(lab_project: LabProject) -> None:
-    p = lab_project
-    shared = shared_app_layout(p)
-    deploy(p, shared)
+def test_then_a_failing_upgrade_restores_its_own_dataset_only(lab_project: LabProject, apps: Path) -> None:
+    p, shared = lab_project, apps
     before = meta_tree(shared / "db")
     r = p.cg("provision", "db", "media", "--apply")
     assert r.returncode == 0, r.stderr
@@ -140,10 +144,10 @@ def test_after_provision_a_failing_upgrade_restores_only_its_own_dataset(lab_pro
 
 @lab.same_on_zfs("the undo and finish logic is the same on either storage; the ZFS run proves create/destroy")
 @pytest.mark.parametrize("point", PROVISION_POINTS)
-def test_kill_provision_at_every_step(lab_project: LabProject, tmp_path: Path, point: str) -> None:
-    p = lab_project
-    shared = shared_app_layout(p)
-    deploy(p, shared)
+def test_kill_provision_at_every_step(
+    lab_project: LabProject, apps: Path, tmp_path: Path, point: str
+) -> None:
+    p, shared = lab_project, apps
     before = {n: meta_tree(shared / n) for n in ("db", "media")}
 
     lab.kill_at(p, point, tmp_path, signal.SIGKILL, args=("provision", "db", "media", "--apply"))
@@ -163,11 +167,9 @@ def test_kill_provision_at_every_step(lab_project: LabProject, tmp_path: Path, p
 
 
 @lab.same_on_zfs("the refusal is storage-independent")
-def test_hardlink_across_the_new_boundary_is_refused(lab_project: LabProject) -> None:
-    p = lab_project
-    shared = shared_app_layout(p)
+def test_hardlink_across_the_new_boundary_is_refused(lab_project: LabProject, apps: Path) -> None:
+    p, shared = lab_project, apps
     os.link(shared / "notes.txt", shared / "db" / "notes-link")
-    deploy(p, shared)
     before = meta_tree(shared)
     ids = started(p, "db")
 
@@ -224,10 +226,8 @@ def test_doctor_reports_sharing_tuning_network_gpu_and_cpus(lab_project: LabProj
 
 
 @lab.same_on_zfs("--keep-old only skips the deletion: the same on either storage")
-def test_keep_old_leaves_the_original_beside_the_new_dataset(lab_project: LabProject) -> None:
-    p = lab_project
-    shared = shared_app_layout(p)
-    deploy(p, shared)
+def test_keep_old_leaves_the_original_beside_the_new_dataset(lab_project: LabProject, apps: Path) -> None:
+    p, shared = lab_project, apps
     before = meta_tree(shared / "db")
 
     r = p.cg("provision", "db", "--keep-old")  # without --apply: nothing happens
