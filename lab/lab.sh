@@ -46,7 +46,34 @@ compose_plugin() {
     fi
 }
 
+# A machine that was stopped without stopping dockerd (a CI runner restored from an
+# image, a container restarted) keeps /var/run/docker.pid, and dockerd refuses to start
+# while it exists. It is stale when no dockerd has that pid (the pid may belong to some
+# other process by now): then it is removed. A live dockerd that does not answer yet is
+# waited for, not replaced.
+clear_stale_docker_pid() {
+    local f=/var/run/docker.pid pid comm
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f" 2>/dev/null || true)
+    comm=""
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [ -r "/proc/$pid/comm" ]; then
+        comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
+    fi
+    if [ "$comm" = "dockerd" ]; then
+        log "dockerd (pid $pid) is running but not answering yet; waiting for it"
+        for _ in $(seq 1 60); do
+            docker info >/dev/null 2>&1 && return 0
+            sleep 0.5
+        done
+        die "dockerd (pid $pid) runs but does not answer on its socket; stop it and run again"
+    fi
+    log "removing a stale $f (pid ${pid:-?} is not a running dockerd)"
+    rm -f "$f"
+}
+
 docker_up() {
+    if docker info >/dev/null 2>&1; then return 0; fi
+    clear_stale_docker_pid
     if docker info >/dev/null 2>&1; then return 0; fi
     log "starting dockerd (log: $LAB/dockerd.log)"
     mkdir -p "$LAB"
