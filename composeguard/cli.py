@@ -207,11 +207,21 @@ def unpin(ctx: click.Context, service: str) -> None:
 
 
 @main.command(help="Finish a transaction that was interrupted (crash, kill, reboot).")
+@click.option(
+    "--all",
+    "all_projects",
+    is_flag=True,
+    help="Every project with an interrupted transaction (the boot-time unit runs this).",
+)
 @click.pass_context
-def recover(ctx: click.Context) -> None:
-    from composeguard.commands import recover_command
+def recover(ctx: click.Context, all_projects: bool) -> None:
+    from composeguard import commands
 
-    ctx.exit(recover_command(_project(ctx), _reporter()))
+    if all_projects:
+        if _globals(ctx):
+            raise click.UsageError("recover --all takes no compose options")
+        ctx.exit(commands.recover_all_command(_reporter()))
+    ctx.exit(commands.recover_command(_project(ctx), _reporter()))
 
 
 @main.command(

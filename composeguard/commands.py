@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -172,6 +173,44 @@ def recover_command(project: Project, rep: Reporter) -> int:
 
             return recover_provision(j, rep)
         return finish_interrupted(project, j, rep)
+
+
+def recover_all_command(rep: Reporter) -> int:
+    """``recover --all`` (the boot-time unit): finish every project's interrupted transaction,
+    each under its own lock, with the compose files and options its journal recorded (the
+    unit runs in /, not in the project's folder). A project that cannot be recovered gets one
+    line and the worst exit code; the others are recovered all the same."""
+    from composeguard.compose.project import resolve
+    from composeguard.journal import projects_with_journals
+    from composeguard.update import worst
+
+    codes: list[int] = []
+    for name in projects_with_journals():
+        try:
+            j = Journal.unfinished(name)
+            if j is None:
+                continue
+            if j.command == "provision":
+                from composeguard.provision.apply import recover_provision
+
+                with project_lock(name):
+                    j = Journal.unfinished(name)
+                    code = recover_provision(j, rep) if j else 0
+            else:
+                if not j.compose_args:
+                    raise ConfigError(
+                        f"transaction {j.id} did not record its compose files; "
+                        f"run `composeguard recover` in the project's folder"
+                    )
+                cwd = j.cwd if j.cwd and os.path.isdir(j.cwd) else None
+                code = recover_command(resolve(j.compose_args, cwd=cwd), rep)
+        except GuardError as e:
+            click.echo(f"composeguard: {name}: {e}", err=True)
+            code = int(e.exit_code)
+        codes.append(code)
+    if not codes:
+        click.echo("nothing to recover")
+    return worst(codes)
 
 
 def provision_command(

@@ -56,6 +56,7 @@ class Journal:
     # storage/pathrestore.py): paths, method, the failed-state snapshot and the progress
     restores: dict[str, dict[str, Any]] = field(default_factory=dict)
     compose_args: list[str] = field(default_factory=list)
+    cwd: str = ""  # where the run started: `recover --all` resolves compose_args from there
     # command "provision" (provision.py): the folders made into datasets and the containers
     # stopped for it; recover finishes or undoes it from this alone
     provision: dict[str, Any] = field(default_factory=dict)

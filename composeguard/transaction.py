@@ -9,6 +9,7 @@ ends in exit 3 (old version on old data) or exit 4 (a human must look).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -85,6 +86,7 @@ class Transaction:
         j, plan = self.journal, self.plan
         attach_run_log(j.files_dir / "run.log")
         j.compose_args = self.project.compose_args()
+        j.cwd = os.getcwd()
         if self.command == "update":
             # exactly the planned services: compose must not recreate one the guard did not plan
             # for (an opted-out service whose tag moved, a service outside the scope)

@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from harness import clean_env
 
 from composeguard.faults import DIR_POINTS, POINTS
 from tests.lab.labproject import (
@@ -19,8 +20,11 @@ from tests.lab.labproject import (
     STORAGE,
     LabProject,
     app_service,
+    composeguard_bin,
     kill_at,
     meta_tree,
+    run,
+    same_on_zfs,
     tree,
 )
 from tests.lab.test_shared_dataset import deploy_a, lines_are_complete, shared_layout, start_writer
@@ -169,3 +173,51 @@ def test_kill_during_a_directory_level_restore(
     kept = sorted(s["name"] for s in hist[0]["snapshots"])
     assert [n for n in p.snapshots() if n not in failed] == kept, "snapshots on disk = the journal's"
     assert all(p.exists(n) for n in failed), "the failed state is kept"
+
+
+BOOT_UNIT = Path(__file__).resolve().parents[2] / "contrib/systemd/composeguard-recover.service"
+
+
+def unit_exec_start(unit: Path) -> list[str]:
+    """The command line of the unit's ExecStart= (what systemd runs at boot)."""
+    text = unit.read_text().splitlines()
+    lines = [ln.split("=", 1)[1].split() for ln in text if ln.startswith("ExecStart=")]
+    assert len(lines) == 1, f"{unit.name} has one ExecStart="
+    return lines[0]
+
+
+@same_on_zfs("recover --all reads the journals; the recovery itself is the kill tests' on either storage")
+def test_boot_unit_recovers_a_project_an_interrupted_run_left_stopped(
+    lab_project: LabProject, other_project: LabProject, tmp_path: Path
+) -> None:
+    """A reboot in the middle of an upgrade: the services were stopped, the data about to be
+    snapshotted. At boot the unit's command (run as systemd runs it: from /, with only the
+    state dir) brings the project back on its old version and old data; another project with
+    nothing interrupted is left alone."""
+    p, q = lab_project, other_project
+    app_vol, db_vol, v1_app, v1_db = two_service_project(p)
+    before = {"app": tree(app_vol), "db": tree(db_vol)}
+    q.env["COMPOSEGUARD_STATE_DIR"] = p.env["COMPOSEGUARD_STATE_DIR"]  # one host, one state dir
+    q.push("lab/app:v1", "app")
+    q.write_compose({"services": {"app": app_service(f"{q.repo}/app:latest", q.volume("app"))}})
+    assert q.cg("up", "-d", "--wait").returncode == 0
+    q_started = q.container("app")["State"]["StartedAt"]
+    p.push("lab/app:v2", "app")
+
+    kill_at(p, "stopped", tmp_path)
+    assert p.container("app")["State"]["Status"] != "running", "the kill left the unit stopped"
+
+    argv = unit_exec_start(BOOT_UNIT)
+    assert argv[1:] == ["recover", "--all"]
+    env = clean_env(COMPOSEGUARD_STATE_DIR=p.env["COMPOSEGUARD_STATE_DIR"])
+    r = run([composeguard_bin(), *argv[1:]], cwd="/", env=env)
+    assert r.returncode == 0, r.stderr
+    hist = p.history()
+    assert hist and all(j["outcome"] and j["outcome"] != "committed" for j in hist), hist
+    for svc, v1 in (("app", v1_app), ("db", v1_db)):
+        assert p.container(svc)["State"]["Status"] == "running", f"{svc} did not come back"
+        assert v1 in p.running_digests(svc)
+    assert {"app": tree(app_vol), "db": tree(db_vol)} == before
+    assert q.container("app")["State"]["StartedAt"] == q_started, "the other project was touched"
+    again = run([composeguard_bin(), *argv[1:]], cwd="/", env=env)
+    assert again.returncode == 0 and again.stdout.strip() == "nothing to recover", again.stdout + again.stderr
