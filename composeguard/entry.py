@@ -12,6 +12,7 @@ import os
 import sys
 
 from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE, docker_binary
+from composeguard.pinned import CREATES_CONTAINERS, host_has_pins
 
 # The commands composeguard handles itself; every other command passes through.
 GUARDED_COMMANDS = frozenset(
@@ -65,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     global_options, command, _rest = split_global_options(args)
     if command in GUARDED_COMMANDS or (command is None and (wants_help(global_options) or not args)):
+        from composeguard.runner import run
+
+        run(args)
+        return
+    if command in CREATES_CONTAINERS and host_has_pins():
         from composeguard.runner import run
 
         run(args)

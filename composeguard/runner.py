@@ -16,6 +16,7 @@ import click
 from composeguard.cli import main
 from composeguard.entry import GUARDED_COMMANDS, split_global_options
 from composeguard.errors import ExitCode, GuardError
+from composeguard.pinned import CREATES_CONTAINERS
 
 
 def _setup_logging(debug: bool) -> None:
@@ -41,6 +42,10 @@ def run(args: list[str]) -> None:
     from composeguard.preflight import ExecInstead
 
     try:
+        if command in CREATES_CONTAINERS:
+            from composeguard.pinned import pinned_command
+
+            raise ExecInstead(pinned_command(global_options, command, rest))
         argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]
         code = main.main(
             argv, prog_name="composeguard", obj={"globals": global_options}, standalone_mode=False

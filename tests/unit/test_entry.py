@@ -187,7 +187,7 @@ def test_passthrough_path_does_not_import_heavy_modules():
         "import sys, os\n"
         "os.execvp = lambda f, a: sys.exit(0)\n"
         "from composeguard.entry import main\n"
-        "heavy = {'click', 'yaml', 'python_on_whales', 'composeguard.cli'}\n"
+        "heavy = {'click', 'yaml', 'python_on_whales', 'composeguard.cli', 'logging', 'tenacity'}\n"
         "try:\n"
         "    main(['ps'])\n"
         "except SystemExit:\n"
