@@ -185,7 +185,21 @@ def _state_report(name: str, help_text: str) -> None:
 
 
 _state_report("history", "Past transactions: outcome, services, digests, snapshots, failed state.")
-_state_report("pins", "Digests held back after failed upgrades, with reasons and dates.")
+
+
+@main.command(help="Digests held back after failed upgrades, with reasons and dates.")
+@json_option
+@click.option(
+    "--history",
+    "with_history",
+    is_flag=True,
+    help="Also the pins released since (by unpin or a good digest).",
+)
+@click.pass_context
+def pins(ctx: click.Context, as_json: bool, with_history: bool) -> None:
+    from composeguard.commands import pins_command
+
+    pins_command(_project_name(ctx), as_json, with_history)
 
 
 @main.command(help="Put back the data and images of the last (or the given) transaction.")

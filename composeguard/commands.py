@@ -105,27 +105,37 @@ def history_command(project: str, as_json: bool) -> None:
             click.echo(f"    failed state: {f}")
 
 
-def pins_command(project: str, as_json: bool) -> None:
-    pins = PinFile(project)
-    if as_json:
-        from dataclasses import asdict
+def pins_command(project: str, as_json: bool, with_history: bool = False) -> None:
+    from dataclasses import asdict
 
-        click.echo(json.dumps({s: asdict(p) for s, p in pins.pins.items()}, indent=2))
+    pins = PinFile(project)
+    released = pins.history() if with_history else []
+    if as_json:
+        doc: dict = {s: asdict(p) for s, p in pins.pins.items()}
+        if with_history:
+            doc = {"pins": doc, "released": [asdict(r) for r in released]}
+        click.echo(json.dumps(doc, indent=2))
         return
     if not pins.pins:
         click.echo(f"no pins for project {project}")
-        return
     for s, p in sorted(pins.pins.items()):
         click.echo(f"{s}: runs {p.image} (pinned {p.since} by {p.txn})")
         for b in p.bad:
             click.echo(f"    bad {b.digest} on {b.date}: {b.reason}")
-    click.echo(f"pin file: {pins.path}")
+    if pins.pins:
+        click.echo(f"pin file: {pins.path}")
+    if with_history:
+        click.echo("released pins:" if released else "no released pins")
+        for r in released:
+            click.echo(f"{r.service}: ran {r.image} from {r.since} ({r.txn}); released {r.released}: {r.why}")
+            for b in r.bad:
+                click.echo(f"    bad {b.digest} on {b.date}: {b.reason}")
 
 
 def unpin_command(project: str, service: str) -> None:
     with project_lock(project):
         pins = PinFile(project)
-        if not pins.unpin(service):
+        if not pins.unpin(service, "unpinned by hand"):
             raise ConfigError(f"service {service} of project {project} is not pinned")
         pins.save()
     click.echo(f"unpinned {service}: the next up/update runs the image of the compose file")

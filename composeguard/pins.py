@@ -9,6 +9,7 @@ an override for a service that was removed would otherwise make compose create i
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,20 @@ class Pin:
     bad: list[BadDigest] = field(default_factory=list)
 
 
+@dataclass
+class ReleasedPin:
+    """A pin that no longer holds, kept for ``pins --history``: what ran, why it was pinned
+    (its bad digests) and how it ended."""
+
+    service: str
+    image: str
+    since: str
+    txn: str
+    bad: list[BadDigest]
+    released: str
+    why: str
+
+
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
 
@@ -53,7 +68,9 @@ class PinFile:
         self.dir = project_dir(project, create=False)
         self.path = self.dir / "pins.yaml"
         self.applied_path = self.dir / "pins.applied.yaml"
+        self.history_path = self.dir / "pins.history.json"
         self.pins: dict[str, Pin] = {}
+        self._released: list[ReleasedPin] = []
         if self.path.exists():
             self._load()
 
@@ -91,11 +108,30 @@ class PinFile:
         return HEADER.format(project=self.project) + yaml.safe_dump(doc, sort_keys=False)
 
     def save(self) -> None:
+        if self._released:  # first: a pin is never gone from both files
+            make_private_dir(self.dir)
+            doc = [asdict(r) for r in self.history() + self._released]
+            write_atomic(self.history_path, json.dumps(doc, indent=2) + "\n")
+            self._released = []
         if self.pins:
             make_private_dir(self.dir)
             write_atomic(self.path, self.render())
         elif self.path.exists():
             self.path.unlink()
+
+    def history(self) -> list[ReleasedPin]:
+        """The pins released so far (by ``unpin`` or a new digest that passed), oldest first."""
+        if not self.history_path.exists():
+            return []
+        try:
+            doc = json.loads(self.history_path.read_text())
+            return [
+                ReleasedPin(**{**r, "bad": [BadDigest(**b) for b in r.get("bad") or []]}) for r in doc
+            ]
+        except (ValueError, TypeError, AttributeError) as e:
+            raise GuardError(
+                f"the pin history {self.history_path} is corrupt ({e}); fix or remove it"
+            ) from e
 
     def pin(self, service: str, image: str, txn: str, bad_digest: str | None, reason: str) -> None:
         old = self.pins.get(service)
@@ -111,6 +147,7 @@ class PinFile:
         pf.project, pf.pins = project, {}
         pf.dir = Path("/nonexistent")
         pf.path, pf.applied_path = pf.dir / "pins.yaml", pf.dir / "pins.applied.yaml"
+        pf.history_path, pf._released = pf.dir / "pins.history.json", []
         return pf
 
     def without(self, services: set[str]) -> PinFile:
@@ -122,11 +159,20 @@ class PinFile:
             self.path,
             self.applied_path,
         )
+        copy.history_path, copy._released = self.history_path, []
         copy.pins = {s: p for s, p in self.pins.items() if s not in services}
         return copy
 
-    def unpin(self, service: str) -> bool:
-        return self.pins.pop(service, None) is not None
+    def unpin(self, service: str, why: str) -> bool:
+        """Release SERVICE's pin (``why``: by hand, or the digest that passed); its quarantine
+        record moves to the history on ``save()``."""
+        pin = self.pins.pop(service, None)
+        if pin is None:
+            return False
+        self._released.append(
+            ReleasedPin(pin.service, pin.image, pin.since, pin.txn, pin.bad, now_iso(), why)
+        )
+        return True
 
     def image_for(self, service: str) -> str | None:
         p = self.pins.get(service)

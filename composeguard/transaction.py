@@ -228,7 +228,8 @@ class Transaction:
         if lifted:  # an update tried a new digest for a pinned service and it works: unpin
             on_disk = PinFile(project.name)
             for s in lifted:
-                on_disk.unpin(s)
+                good = short(j.changes[s].new_digest or j.changes[s].new_image_id)
+                on_disk.unpin(s, f"{good} passed its probe ({j.id})")
             on_disk.save()
             self.rep.step(f"unpinned {', '.join(lifted)}: the new digest passed its probe")
         self.rep.step(

@@ -66,6 +66,9 @@ def test_manual_rollback_of_a_committed_upgrade_then_unpin(lab_project: LabProje
     assert r.returncode == 0, r.stderr
     assert p.cg("pins").stdout.startswith("no pins")
     assert p.cg("unpin", "app").returncode == 2
+    history = p.cg("pins", "--history")
+    assert history.returncode == 0 and "released pins:" in history.stdout, history.stdout
+    assert "unpinned by hand" in history.stdout and f"bad {v3}" in history.stdout, history.stdout
     r = p.cg("up", "-d")  # unpinned: the compose file's tag (v3, local) comes back, guarded
     assert r.returncode == 0, r.stderr
     assert v3 in p.running_digests("app")

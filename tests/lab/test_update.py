@@ -87,7 +87,7 @@ def test_bad_digest_is_quarantined_until_a_new_one_appears(lab_project: LabProje
     p = lab_project
     vol = deploy(p)
     v1 = p.running_digests("app")[0]
-    p.push("lab/app:v2", "app")
+    v2 = p.push("lab/app:v2", "app")
     assert p.cg("update").returncode == 3
     txns = len(p.history())
     snaps = p.snapshots()
@@ -107,6 +107,12 @@ def test_bad_digest_is_quarantined_until_a_new_one_appears(lab_project: LabProje
     assert v3 in p.running_digests("app")
     assert p.history()[-1]["outcome"] == "committed"
     assert p.cg("pins").stdout.startswith("no pins"), "a digest that passed releases the pin"
+    hist = json.loads(p.cg("pins", "--history", "--json").stdout)
+    assert hist["pins"] == {}
+    [released] = hist["released"]  # the quarantine record is kept
+    assert [b["digest"] for b in released["bad"]] == [v2]
+    assert released["image"].split("@")[1] == v1.split("@")[1], released
+    assert v3.split("@")[1][:19] in released["why"], released
     assert (vol / "db.txt").read_text() == DATA["db.txt"]
 
 

@@ -100,20 +100,37 @@ def test_unpin_removes_and_deletes_the_file_when_empty(state_dir):
     pins.pin("app", OLD, "t1", BAD1, "x")
     pins.pin("db", DB_OLD, "t1", None, "")
     pins.save()
-    assert pins.unpin("app") is True
-    assert pins.unpin("app") is False
+    assert pins.unpin("app", "unpinned by hand") is True
+    assert pins.unpin("app", "unpinned by hand") is False
     pins.save()
     assert pins.path.exists()
     assert set(PinFile("shop").pins) == {"db"}
 
-    assert pins.unpin("db") is True
+    assert pins.unpin("db", "sha256:good passed its probe (t2)") is True
     pins.save()
     assert not pins.path.exists()
     assert PinFile("shop").pins == {}
+    # ... but what they were, and why they were released, stays in the history
+    released = PinFile("shop").history()
+    assert [(r.service, r.image, r.txn, r.why) for r in released] == [
+        ("app", OLD, "t1", "unpinned by hand"),
+        ("db", DB_OLD, "t1", "sha256:good passed its probe (t2)"),
+    ]
+    assert [b.digest for b in released[0].bad] == [BAD1] and released[1].bad == []
+
+
+def test_a_corrupt_history_is_one_clear_error(state_dir):
+    pins = PinFile("shop")
+    pins.pin("app", OLD, "t1", BAD1, "x")
+    pins.unpin("app", "unpinned by hand")
+    pins.save()
+    pins.history_path.write_text("{not json")
+    with pytest.raises(GuardError, match="pin history .* is corrupt"):
+        PinFile("shop").history()
 
 
 def test_unpin_unknown_service(state_dir):
-    assert PinFile("shop").unpin("nope") is False
+    assert PinFile("shop").unpin("nope", "unpinned by hand") is False
 
 
 def test_save_without_pins_and_without_a_file_is_a_no_op(state_dir):
