@@ -191,6 +191,7 @@ def roll_back(
             rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
     j.rollback_error = ""
     j.finish(ROLLED_BACK, reason)
+    _release_images(j, rep)  # a committed one rolled back by hand: its old images run again
     raise RolledBack(
         f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "
         f"digest on the pre-upgrade data; failed state kept at "
@@ -216,6 +217,15 @@ def apply_retention(project: Project, rep: Reporter, backends: Backends | None =
         j.snapshots_released = True
         j.save()
         rep.step(f"retention: released the snapshots of {j.id}")
+        _release_images(j, rep)
+
+
+def _release_images(j: Journal, rep: Reporter) -> None:
+    from composeguard.imagehold import release_images
+
+    problem = release_images(j.project, j.id)
+    if problem:
+        rep.warn(f"could not release the old images held for {j.id}: {problem}")
 
 
 BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")

@@ -232,6 +232,11 @@ class Transaction:
                 on_disk.unpin(s, f"{good} passed its probe ({j.id})")
             on_disk.save()
             self.rep.step(f"unpinned {', '.join(lifted)}: the new digest passed its probe")
+        if j.snapshots:  # `rollback TXN` needs the old images as long as the snapshots are kept
+            from composeguard.imagehold import hold_images
+
+            for problem in hold_images(j):
+                self.rep.warn(f"could not keep the old image of {problem}; `rollback {j.id}` would pull it")
         self.rep.step(
             f"committed {j.id}: {', '.join(j.changes)} upgraded; snapshots kept "
             f"(retention: last {project.settings.retention})"
