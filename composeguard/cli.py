@@ -271,8 +271,7 @@ def provision(ctx: click.Context, services: tuple[str, ...], apply_: bool, keep_
 @main.command(help="Show the versions of composeguard and docker compose.")
 def version() -> None:
     from composeguard import execute
-    from composeguard.dockercli import docker_binary
 
     click.echo(f"composeguard {__version__}")
-    proc = execute.run([docker_binary(), "compose", "version"], check=False)
+    proc = execute.run(execute.compose_command("version"), check=False)
     click.echo((proc.stdout or proc.stderr or "docker compose: not found").strip())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE, docker_binary
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE, NoRealCompose, compose_argv
 from composeguard.pinned import CREATES_CONTAINERS, host_has_pins
 
 # The commands composeguard handles itself; every other command passes through.
@@ -47,8 +47,13 @@ def wants_help(global_options: list[str]) -> bool:
 
 def exec_compose(args: list[str]) -> None:
     """Replace this process with ``docker compose ARGS``; never returns."""
-    docker = docker_binary()
-    argv = [docker, "compose", *args]
+    try:
+        argv = [*compose_argv(), *args]
+    except NoRealCompose as e:
+        if sys.stderr is not None:
+            sys.stderr.write(f"composeguard: {e}\n")
+        sys.exit(127)
+    docker = argv[0]
     if os.environ.get("COMPOSEGUARD_DEBUG") and sys.stderr is not None:
         sys.stderr.write("composeguard: exec " + " ".join(argv) + "\n")
     for stream in (sys.stdout, sys.stderr):

@@ -7,9 +7,18 @@ import shlex
 import subprocess
 from collections.abc import Sequence
 
-from composeguard.errors import CommandError
+from composeguard.dockercli import NoRealCompose, compose_argv
+from composeguard.errors import CommandError, ConfigError
 
 log = logging.getLogger("composeguard.execute")
+
+
+def compose_command(*args: str) -> list[str]:
+    """``docker compose ARGS`` as an argument list (the real plugin when the shim is installed)."""
+    try:
+        return [*compose_argv(), *args]
+    except NoRealCompose as e:
+        raise ConfigError(f"{e}; install the compose plugin or remove the shim") from None
 
 
 def run(

@@ -251,10 +251,9 @@ def registry_digests(project: Project) -> dict[str, str]:
     import yaml
 
     from composeguard import execute
-    from composeguard.dockercli import docker_binary
 
     proc = execute.run(
-        [docker_binary(), "compose", *project.invocation.args, "config", "--resolve-image-digests"],
+        execute.compose_command(*project.invocation.args, "config", "--resolve-image-digests"),
         check=False,
         timeout=120,
     )

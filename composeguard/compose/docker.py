@@ -203,7 +203,7 @@ def compose(
     timeout: float | None = None,
 ):
     """Run ``docker compose`` on the project's own files (+ ``extra_files``)."""
-    argv = [docker_binary(), "compose", *project.compose_args(extra_files), *args]
+    argv = execute.compose_command(*project.compose_args(extra_files), *args)
     return execute.run(argv, capture=capture, check=check, timeout=timeout)
 
 

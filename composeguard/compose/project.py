@@ -16,7 +16,6 @@ import yaml
 
 from composeguard import execute
 from composeguard.compose.invocation import Invocation
-from composeguard.dockercli import docker_binary
 from composeguard.errors import CommandError, ConfigError, last_line
 from composeguard.settings import ProjectSettings, ServiceSettings
 
@@ -74,7 +73,7 @@ class Project:
 
 def run_config(invocation: Invocation, services: list[str] | None = None) -> str:
     try:
-        return execute.run([docker_binary(), "compose", *invocation.args, "config", *(services or [])]).stdout
+        return execute.run(execute.compose_command(*invocation.args, "config", *(services or []))).stdout
     except CommandError as e:
         raise ConfigError(f"docker compose config failed: {last_line(e.stderr, str(e))}") from e
 
@@ -150,7 +149,7 @@ def compose_environment(invocation: Invocation, cwd: str | None = None) -> Mappi
     if invocation.files or not invocation.may_read_an_env_file(cwd):
         return os.environ
     try:
-        out = execute.run([docker_binary(), "compose", *invocation.args, "config", "--environment"]).stdout
+        out = execute.run(execute.compose_command(*invocation.args, "config", "--environment")).stdout
     except CommandError as e:
         raise ConfigError(f"docker compose config failed: {last_line(e.stderr, str(e))}") from e
     env = dict(os.environ)

@@ -673,6 +673,10 @@ def schema_validator():  # noqa: ANN201 - jsonschema is imported here, the lab t
     # The one place the published schema and Grafana's own serialisation disagree for this
     # dashboard: the first threshold step is -Infinity, which Grafana writes as null (the
     # schema's own description of Threshold.value says so). Everything else is as published.
+    # Other things Grafana's exporter writes that this schema rejects are left out of the
+    # dashboard instead (Grafana accepts it without them): "id": null, "timepicker": {}, a query
+    # variable's "definition" and its query as {query, refId} (a plain string here), a datasource
+    # variable's "queryValue", and field overrides (their matcher options are strings).
     schema["definitions"]["Threshold"]["properties"]["value"] = {"type": ["number", "null"]}
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
