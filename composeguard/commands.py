@@ -166,7 +166,18 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
             roll_back(project, j, "manual rollback", rep)
         except RolledBack as e:
             click.echo(f"composeguard: {e}", err=True)
+        finally:
+            _notify(project, j)
     return 0
+
+
+def _notify(project: Project, j: Journal) -> None:
+    """The hook, Apprise and the metrics hear of a transaction that ``rollback`` or
+    ``recover`` ended, as of one an upgrade ended."""
+    if j.outcome:
+        from composeguard.notify import notify
+
+        notify(project.settings, j)
 
 
 def recover_command(project: Project, rep: Reporter) -> int:
@@ -182,7 +193,10 @@ def recover_command(project: Project, rep: Reporter) -> int:
             from composeguard.provision.apply import recover_provision
 
             return recover_provision(j, rep)
-        return finish_interrupted(project, j, rep)
+        try:
+            return finish_interrupted(project, j, rep)
+        finally:
+            _notify(project, j)
 
 
 def recover_all_command(rep: Reporter) -> int:

@@ -7,6 +7,7 @@ warning, never a reason to change the outcome of an upgrade.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ from composeguard import execute
 from composeguard.errors import CommandError
 from composeguard.journal import Journal
 from composeguard.settings import ProjectSettings
-from composeguard.state import read_json, state_dir, write_atomic, write_json
+from composeguard.state import make_private_dir, read_json, state_dir, write_atomic, write_json
 
 log = logging.getLogger("composeguard.notify")
 
@@ -105,14 +106,19 @@ def send_apprise(urls: list[str], doc: dict[str, Any]) -> None:
 def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
     """A node_exporter textfile: last run, last outcome and counters per project."""
     store = state_dir() / "metrics.json"
-    data: dict[str, Any] = read_json(store) if store.exists() else {}
-    p = data.setdefault(doc["project"], {"transactions": {}, "rollbacks": 0})
-    p["last_run"] = time.time()
-    p["last_outcome"] = doc["outcome"]
-    p["transactions"][doc["outcome"]] = p["transactions"].get(doc["outcome"], 0) + 1
-    if doc["outcome"] in ("rolled-back", "rollback-failed"):
-        p["rollbacks"] += 1
-    write_json(store, data)
+    # One store for every project, but the transaction locks are per project: two projects
+    # ending at once must not lose each other's counts.
+    make_private_dir(state_dir())
+    with open(state_dir() / "metrics.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data: dict[str, Any] = read_json(store) if store.exists() else {}
+        p = data.setdefault(doc["project"], {"transactions": {}, "rollbacks": 0})
+        p["last_run"] = time.time()
+        p["last_outcome"] = doc["outcome"]
+        p["transactions"][doc["outcome"]] = p["transactions"].get(doc["outcome"], 0) + 1
+        if doc["outcome"] in ("rolled-back", "rollback-failed"):
+            p["rollbacks"] += 1
+        write_json(store, data)
     lines = [
         "# HELP composeguard_last_run_timestamp_seconds When the last transaction of a project ended.",
         "# TYPE composeguard_last_run_timestamp_seconds gauge",

@@ -209,11 +209,15 @@ def test_boot_unit_recovers_a_project_an_interrupted_run_left_stopped(
 
     argv = unit_exec_start(BOOT_UNIT)
     assert argv[1:] == ["recover", "--all"]
-    env = clean_env(COMPOSEGUARD_STATE_DIR=p.env["COMPOSEGUARD_STATE_DIR"])
+    metrics = tmp_path / "textfile" / "composeguard.prom"
+    env = clean_env(COMPOSEGUARD_STATE_DIR=p.env["COMPOSEGUARD_STATE_DIR"],
+                    COMPOSEGUARD_PROMETHEUS_FILE=str(metrics))
     r = run([composeguard_bin(), *argv[1:]], cwd="/", env=env)
     assert r.returncode == 0, r.stderr
     hist = p.history()
     assert hist and all(j["outcome"] and j["outcome"] != "committed" for j in hist), hist
+    last = f'composeguard_last_outcome{{project="{p.name}",outcome="{hist[-1]["outcome"]}"}} 1'
+    assert last in metrics.read_text().splitlines(), "the metrics hear of what recover ended"
     for svc, v1 in (("app", v1_app), ("db", v1_db)):
         assert p.container(svc)["State"]["Status"] == "running", f"{svc} did not come back"
         assert v1 in p.running_digests(svc)
