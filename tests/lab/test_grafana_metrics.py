@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,23 +37,14 @@ pytestmark = pytest.mark.lab
 DATA = {"db.txt": "precious data G\n"}
 
 
-@pytest.fixture
-def grafana_project(tmp_path: Path) -> Iterator[LabProject]:
-    p = LabProject(tmp_path, prefix="grafana")
-    try:
-        yield p
-    finally:
-        p.destroy()
-
-
 def read_textfile(path: Path):  # noqa: ANN201
     return parse_textfile(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
 def test_the_dashboard_answers_from_the_textfile_of_a_real_rollback(
-    grafana_project: LabProject, tmp_path: Path
+    lab_project: LabProject, tmp_path: Path
 ) -> None:
-    p = grafana_project
+    p = lab_project
     prom = tmp_path / "node_exporter-textfile" / "composeguard.prom"
     p.env["COMPOSEGUARD_PROMETHEUS_FILE"] = str(prom)
     v1 = p.push("lab/app:v1", "app")
