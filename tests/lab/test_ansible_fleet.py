@@ -57,16 +57,16 @@ def fleet(tmp_path: Path):
         b.destroy()
 
 
-def inventory(tmp: Path, a: LabProject, b: LabProject) -> Path:
-    host = {"ansible_connection": "local", "ansible_become": False,
-            "ansible_python_interpreter": sys.executable, "composeguard_bin": composeguard_bin()}
-    doc = {"composeguard": {"hosts": {
-        "host1": {**host, "composeguard_filter": a.name, "composeguard_state_dir": str(a.state),
-                  "composeguard_prometheus_file": str(tmp / "prom1" / "composeguard.prom")},
-        "host2": {**host, "composeguard_filter": b.name, "composeguard_state_dir": str(b.state)},
-    }}}
+def host_of(p: LabProject, **extra: str) -> dict:
+    """A host of the inventory that is this machine, updating project ``p`` alone."""
+    return {"ansible_connection": "local", "ansible_become": False,
+            "ansible_python_interpreter": sys.executable, "composeguard_bin": composeguard_bin(),
+            "composeguard_filter": p.name, "composeguard_state_dir": str(p.state), **extra}
+
+
+def inventory(tmp: Path, host1: dict, host2: dict) -> Path:
     path = tmp / "inventory.yml"
-    path.write_text(yaml.safe_dump(doc))
+    path.write_text(yaml.safe_dump({"composeguard": {"hosts": {"host1": host1, "host2": host2}}}))
     return path
 
 
@@ -85,9 +85,10 @@ def playbook(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str
     return run([exe, *args], cwd=tmp, env=env, timeout=300)
 
 
-def roll_out(exe: str, tmp: Path, a: LabProject, b: LabProject, *extra: str):
+def roll_out(exe: str, tmp: Path, host1: dict, host2: dict, *extra: str):
+    """upgrade-fleet.yml over host1 and host2 -> (the run, {(host, project): summary row}, its output)."""
     summary = tmp / f"summary{'-check' if extra else ''}.json"
-    r = playbook(exe, tmp, "-i", str(inventory(tmp, a, b)), str(ANSIBLE / "upgrade-fleet.yml"),
+    r = playbook(exe, tmp, "-i", str(inventory(tmp, host1, host2)), str(ANSIBLE / "upgrade-fleet.yml"),
                  "-e", f"composeguard_summary_file={summary}", *extra)
     tail = "\n".join(r.stdout.splitlines()[-40:]) + r.stderr
     assert summary.exists(), tail
@@ -99,8 +100,10 @@ def test_good_images_roll_out_to_both_hosts_after_a_check(fleet, ansible_playboo
     a, b = fleet
     before = {p.name: p.container("app")["Image"] for p in (a, b)}
     v3a, v3b = a.push("lab/app:v3", "app"), b.push("lab/app:v3", "app")
+    prom = tmp_path / "prom1" / "composeguard.prom"  # host1's settings must reach composeguard
+    hosts = host_of(a, composeguard_prometheus_file=str(prom)), host_of(b)
 
-    r, rows, tail = roll_out(ansible_playbook, tmp_path, a, b, "--check")
+    r, rows, tail = roll_out(ansible_playbook, tmp_path, *hosts, "--check")
 
     assert r.returncode == 0, tail
     assert set(rows) == {("host1", a.name), ("host2", b.name)}, tail
@@ -110,7 +113,7 @@ def test_good_images_roll_out_to_both_hosts_after_a_check(fleet, ansible_playboo
     assert {p.name: p.container("app")["Image"] for p in (a, b)} == before, "check mode changed nothing"
     assert a.history() == [] and b.history() == []
 
-    r, rows, tail = roll_out(ansible_playbook, tmp_path, a, b)
+    r, rows, tail = roll_out(ansible_playbook, tmp_path, *hosts)
 
     assert r.returncode == 0, tail
     assert set(rows) == {("host1", a.name), ("host2", b.name)}, tail
@@ -123,8 +126,7 @@ def test_good_images_roll_out_to_both_hosts_after_a_check(fleet, ansible_playboo
     table = [ln for ln in r.stdout.splitlines() if "upgraded" in ln and "host" in ln]
     assert any("host1" in ln and a.name in ln for ln in table), r.stdout
     assert any("host2" in ln and b.name in ln for ln in table), r.stdout
-    prom = (tmp_path / "prom1" / "composeguard.prom").read_text()  # host1's settings reached composeguard
-    assert f'composeguard_last_outcome{{project="{a.name}",outcome="committed"}} 1' in prom
+    assert f'composeguard_last_outcome{{project="{a.name}",outcome="committed"}} 1' in prom.read_text()
 
 
 def test_a_rollback_on_the_canary_stops_the_rollout(fleet, ansible_playbook, tmp_path) -> None:
@@ -134,7 +136,7 @@ def test_a_rollback_on_the_canary_stops_the_rollout(fleet, ansible_playbook, tmp
     a.push("lab/app:v2", "app")  # rewrites its data, then fails its healthcheck
     b.push("lab/app:v3", "app")  # good: host2 would upgrade, if the rollout reached it
 
-    r, rows, tail = roll_out(ansible_playbook, tmp_path, a, b)
+    r, rows, tail = roll_out(ansible_playbook, tmp_path, host_of(a), host_of(b))
 
     assert r.returncode == 2, tail  # ansible-playbook: a host failed (the summary's verdict)
     assert "the rollout stopped at host1" in r.stdout, tail
@@ -152,9 +154,24 @@ def test_a_rollback_on_the_canary_stops_the_rollout(fleet, ansible_playbook, tmp
                for ln in r.stdout.splitlines()), r.stdout
 
 
+def test_a_host_where_composeguard_cannot_run_stops_the_rollout(ansible_playbook, tmp_path) -> None:
+    """No JSON to read (here: no composeguard at that path) is no news: the rollout stops."""
+    nobody = LabProject(tmp_path, prefix="fleetn")  # a name no project has: nothing to update on host2
+    host1 = host_of(nobody, composeguard_bin=str(tmp_path / "missing" / "composeguard"))
+
+    r, rows, tail = roll_out(ansible_playbook, tmp_path, host1, host_of(nobody))
+
+    assert r.returncode == 2, tail
+    assert set(rows) == {("host1", "(all)"), ("host2", "-")}, rows
+    assert rows[("host1", "(all)")]["outcome"].startswith("error") and rows[("host1", "(all)")]["stop"]
+    assert (rows[("host2", "-")]["outcome"], rows[("host2", "-")]["detail"]) == (
+        "not run", "rollout stopped at host1")
+    assert "[host2]" not in r.stdout
+
+
 def test_playbooks_pass_the_syntax_check(ansible_playbook, tmp_path) -> None:
-    inv = tmp_path / "inventory.ini"
-    inv.write_text("[composeguard]\nhost1 ansible_connection=local\n")
+    inv = ANSIBLE / "inventory.example.yml"
     for book in ("install.yml", "upgrade-fleet.yml"):
         r = playbook(ansible_playbook, tmp_path, "--syntax-check", "-i", str(inv), str(ANSIBLE / book))
         assert r.returncode == 0, r.stdout + r.stderr
+        assert "[WARNING]" not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -64,16 +64,16 @@ def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
     assert r.returncode == 0, r.stderr
     assert v1 in p.running_digests("app")
     assert tree(vol) == before
-    # ... and so do the passed-through commands that create containers:
-    r = p.cg(*RUN_VERSION)
-    assert (r.returncode, r.stdout.strip()) == (0, "v1"), r.stderr
-    running = p.container("app")["Id"]
-    assert p.cg("create", "app").returncode == 0
-    assert p.container("app")["Id"] == running, "create found nothing to change: the pin is v1"
-    assert v1 in p.running_digests("app")
-    # ... while plain docker compose would start the bad image again.
-    r = p.compose(*RUN_VERSION)
-    assert r.stdout.strip() == "v2"
+    if STORAGE != "zfs":  # (Docker's side only: not worth a TCG minute in the guest)
+        # ... and so do the passed-through commands that create containers:
+        r = p.cg(*RUN_VERSION)
+        assert (r.returncode, r.stdout.strip()) == (0, "v1"), r.stderr
+        running = p.container("app")["Id"]
+        assert p.cg("create", "app").returncode == 0
+        assert p.container("app")["Id"] == running, "create found nothing to change: the pin is v1"
+        assert v1 in p.running_digests("app")
+        # ... while plain docker compose would start the bad image again.
+        assert p.compose(*RUN_VERSION).stdout.strip() == "v2"
     p.compose("up", "-d")
     assert v2 in p.running_digests("app")
 
