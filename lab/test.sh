@@ -17,7 +17,7 @@ fi
 bash lab/lab.sh up
 
 step "lint (ruff)"
-.venv/bin/ruff check composeguard tests bench lab
+.venv/bin/ruff check composeguard tests bench lab contrib
 
 step "unit tests (no root, no Docker needed)"
 .venv/bin/python -m pytest -q -m "not lab and not zfs" tests
