@@ -31,6 +31,36 @@ class ProjectResult:
     project: str
     exit_code: int
     message: str = ""
+    # The transaction this run made ("" when it made none: nothing to update, or refused) and
+    # how it ended: committed, rolled-back, rollback-failed, aborted; "up-to-date"; "error".
+    txn: str = ""
+    outcome: str = ""
+
+
+def _journal_files(project: str) -> set[str]:
+    """The project's journal files, read without creating its state folder."""
+    from composeguard.state import project_dir
+
+    if not project:
+        return set()
+    try:
+        return {p.name for p in (project_dir(project, create=False) / "txns").glob("*.json")}
+    except GuardError:
+        return set()
+
+
+def _with_transaction(r: ProjectResult, known: set[str]) -> ProjectResult:
+    """Fill in the transaction this run added to the project's journals, if any."""
+    from composeguard.journal import Journal
+    from composeguard.state import project_dir
+
+    new = sorted(_journal_files(r.project) - known)
+    if new:
+        j = Journal.read(project_dir(r.project, create=False) / "txns" / new[-1])
+        r.txn, r.outcome = j.id, j.outcome or "unfinished"
+    else:
+        r.outcome = "up-to-date" if r.exit_code == 0 else "error"
+    return r
 
 
 def worst(codes: list[int]) -> int:
@@ -59,12 +89,14 @@ def update_one(
         command="update",
         deployed=deployed,
     )
+    known = _journal_files(name)
     try:
-        return ProjectResult(name, guarded_up(req, rep))
+        r = ProjectResult(name, guarded_up(req, rep))
     except ExecInstead:  # pragma: no cover - update never hands over to a plain up
-        return ProjectResult(name, 0)
+        r = ProjectResult(name, 0)
     except GuardError as e:
-        return ProjectResult(name, int(e.exit_code), str(e))
+        r = ProjectResult(name, int(e.exit_code), str(e))
+    return _with_transaction(r, known)
 
 
 def update_command(
@@ -94,7 +126,9 @@ def update_command(
         if name_filter and not fnmatch.fnmatchcase(name, name_filter):
             continue
         if sp.problem:  # not knowable how it was started: say so, change nothing, go on
-            r = ProjectResult(name, int(ExitCode.USAGE), f"not updated: {sp.problem}; nothing was changed")
+            r = ProjectResult(
+                name, int(ExitCode.USAGE), f"not updated: {sp.problem}; nothing was changed", outcome="error"
+            )
         else:
             r = update_one(sp.global_args, sp.services, allow_unprotected, rep, name, deployed=True)
         results.append(r)

@@ -67,8 +67,10 @@ def test_update_all_commits_one_rolls_back_the_other_and_notifies(two_projects, 
     r = run([composeguard_bin(), "update", "--all", "--filter", "u[ab]*", "--json"], env=env, cwd="/")
 
     assert r.returncode == 3, r.stderr
-    results = {x["project"]: x["exit_code"] for x in json.loads(r.stdout)}
-    assert results == {good.name: 0, bad.name: 3}
+    results = {x["project"]: (x["exit_code"], x["outcome"]) for x in json.loads(r.stdout)}
+    assert results == {good.name: (0, "committed"), bad.name: (3, "rolled-back")}
+    txns = {x["project"]: x["txn"] for x in json.loads(r.stdout)}
+    assert txns == {good.name: good.history()[-1]["id"], bad.name: bad.history()[-1]["id"]}
     assert v3 in good.running_digests("app")
     assert (good_vol / "db.txt").read_text() == DATA["db.txt"]
     assert v1_bad in bad.running_digests("app")
@@ -152,6 +154,10 @@ def test_nothing_new_is_silent_and_takes_no_snapshot(lab_project: LabProject) ->
     r = update_all(p, p.name, "-v")
     assert r.returncode == 0
     assert r.stderr.strip() == f"composeguard: {p.name}: nothing to update"
+    r = update_all(p, p.name, "--json")
+    assert json.loads(r.stdout) == [
+        {"project": p.name, "exit_code": 0, "message": "", "txn": "", "outcome": "up-to-date"}]
+    assert p.history() == []
 
 
 def test_service_opt_out_is_not_updated(lab_project: LabProject) -> None:
