@@ -4,10 +4,11 @@ offline after a ``docker image prune -a``.
 A tag would not do it: ``prune -a`` removes every image that no container uses, tagged or
 not. So each old image of a committed transaction gets a *hold*: a container created from it
 and never started (``composeguard-hold-…``, label ``io.composeguard.hold=PROJECT/TXN``, no
-network). Retention removes a transaction's holds when it releases its snapshots, and a
-rollback of that transaction removes them (its old images run again). ``docker container
-prune`` and ``docker system prune`` remove stopped containers, holds included: the README says
-so.
+network). Each VOLUME the image declares gets an (empty, never mounted) tmpfs in the hold:
+otherwise creating it would make an anonymous volume and copy the image's files into it.
+Retention removes a transaction's holds when it releases its snapshots, and a rollback of that
+transaction removes them (its old images run again). ``docker container prune`` and ``docker
+system prune`` remove stopped containers, holds included: the README says so.
 """
 
 from __future__ import annotations
@@ -35,11 +36,19 @@ def hold_images(j: Journal) -> list[str]:
     """Create the holds of ``j``'s old images; returns one line per image it could not hold
     (a warning: the upgrade is committed either way)."""
     problems = []
+    try:
+        volumes = docker.image_volumes([c.old_image_id for c in j.changes.values()])
+    except GuardError as e:
+        return [f"{', '.join(sorted(j.changes))}: {e}"]
     for service, change in sorted(j.changes.items()):
+        if change.old_image_id not in volumes:
+            problems.append(f"{service}: the image {change.old_image_id[:19]} is gone")
+            continue
+        tmpfs = [f"--mount=type=tmpfs,destination={path}" for path in volumes[change.old_image_id]]
         argv = [
             docker_binary(), "container", "create", "--name", hold_name(j.project, j.id, service),
             "--label", f"{HOLD_LABEL}={j.project}/{j.id}", "--label", f"{HOLD_LABEL}.image={change.old_ref}",
-            "--network", "none", "--entrypoint", NEVER_RUNS, change.old_image_id,
+            "--network", "none", "--entrypoint", NEVER_RUNS, *tmpfs, change.old_image_id,
         ]  # fmt: skip
         proc = execute.run(argv, check=False, capture=True)
         if proc.returncode != 0 and "is already in use" not in proc.stderr:
@@ -53,7 +62,7 @@ def release_images(project: str, txn: str) -> str | None:
     try:
         ids = [c["Id"] for c in docker.containers_labelled(f"{HOLD_LABEL}={project}/{txn}")]
         if ids:
-            execute.run([docker_binary(), "container", "rm", *ids], capture=True)
+            execute.run([docker_binary(), "container", "rm", "--volumes", *ids], capture=True)
     except GuardError as e:
         return str(e)
     log.debug("released the image holds of %s: %d", txn, len(ids))

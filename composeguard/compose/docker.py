@@ -97,6 +97,14 @@ def image_info(ref: str) -> ImageInfo | None:
     return _image(found[0]) if found else None
 
 
+def image_volumes(image_ids: list[str]) -> dict[str, list[str]]:
+    """The VOLUME paths each image declares (one batched inspect), by image ID."""
+    return {
+        d["Id"]: sorted((d.get("Config") or {}).get("Volumes") or {})
+        for d in _inspect("image", sorted(set(image_ids)))
+    }
+
+
 def _container_ids(*filters: str) -> list[str]:
     """IDs of every container (running or not) matching ``filters``: one ``docker ps -a``."""
     proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc", *filters], check=False)

@@ -19,7 +19,10 @@ def build_variant(p: LabProject, variant: str) -> str:
     """A healthy app image of this test's own (a label makes its ID unique), pushed as the
     project's app:latest; returns the repo digest the registry serves."""
     local = f"{p.repo}/app:{variant}"
-    dockerfile = f"FROM lab/app:v1\nLABEL cgtest={p.name} variant={variant}\n"
+    # a VOLUME with files in it, as postgres or nextcloud images declare: a hold must not copy
+    # them into an anonymous volume of its own
+    dockerfile = (f"FROM lab/app:v1\nRUN mkdir -p /data && echo {variant} > /data/seed\n"
+                  f"VOLUME /data\nLABEL cgtest={p.name} variant={variant}\n")
     subprocess.run(["docker", "build", "-q", "-t", local, "-"], input=dockerfile, text=True,
                    check=True, capture_output=True)
     digest = p.push(local, "app")
@@ -58,6 +61,10 @@ def test_old_images_survive_prune_until_retention_releases_them(lab_project: Lab
     assert p.cg("up", "-d", "--pull", "always").returncode == 0
     txn1 = p.history()[-1]["id"]
     assert set(holds(p).values()) == {f"{p.name}/{txn1}"}, "the commit holds A for `rollback`"
+    [hold] = holds(p)
+    mounts = json.loads(run(["docker", "container", "inspect", hold], check=True).stdout)[0]["Mounts"]
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [("tmpfs", "/data")], \
+        f"the image's VOLUME is an empty tmpfs in the hold, not a volume with a copy: {mounts}"
     c = build_variant(p, "c")
     r = p.cg("up", "-d", "--pull", "always")
     assert r.returncode == 0, r.stderr
