@@ -32,7 +32,7 @@ apt_install() {
 }
 
 apt_install docker.io docker-registry btrfs-progs busybox-static iproute2 util-linux acl \
-    python3-venv ca-certificates systemd
+    python3-venv ca-certificates systemd zsh fish  # zsh, fish: contrib/shell's functions
 
 if [ "$want_zfs" -eq 1 ]; then
     # zfs-dkms lives in Debian's contrib component: add it next to the existing sources

@@ -15,6 +15,7 @@ from tests.lab.labproject import FAST, STORAGE, LabProject, app_service, compose
 pytestmark = pytest.mark.lab
 
 FUNCTION = Path(__file__).resolve().parents[2] / "contrib" / "shell" / "docker-compose-guard.sh"
+FISH_FUNCTION = FUNCTION.with_suffix(".fish")
 
 
 def in_bash(p: LabProject, command: str, guarded: bool = True) -> subprocess.CompletedProcess[str]:
@@ -55,3 +56,27 @@ def test_docker_compose_up_is_guarded_and_the_rest_is_docker(lab_project: LabPro
     assert "rolled back" in r.stderr
     assert v1 in p.running_digests("app")
     assert tree(vol) == before
+
+
+@pytest.mark.skipif(STORAGE == "zfs", reason="the shell function does not depend on the storage")
+@pytest.mark.parametrize("shell", ["zsh", "fish"])
+def test_zsh_and_fish_send_docker_compose_through_composeguard(lab_project: LabProject, shell: str) -> None:
+    """The same function in zsh (the .sh file) and fish (its own file): `docker compose` goes to
+    composeguard (its `up --help` says so), every other command is plain docker's."""
+    p = lab_project
+    p.write_compose({"services": {"app": {"image": "lab/app:v1"}}})  # one: compose orders services randomly
+    source = f'source "{FISH_FUNCTION if shell == "fish" else FUNCTION}"; '
+    env = {**p.env, "PATH": f"{Path(composeguard_bin()).parent}:{os.environ['PATH']}"}
+
+    def in_shell(command: str, guarded: bool = True) -> subprocess.CompletedProcess[str]:
+        script = (source if guarded else "") + command
+        return subprocess.run([shell, "-c", script], cwd=p.dir, env=env, capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL, check=False)
+
+    assert "composeguard" in in_shell("docker compose up --help").stdout
+    assert "composeguard" not in in_shell("docker compose up --help", guarded=False).stdout
+    for command in ("docker compose config --services", "docker version --format x{{.Client.Os}}",
+                    "docker compose nosuchcommand"):
+        guarded, plain = in_shell(command), in_shell(command, guarded=False)
+        assert (guarded.returncode, guarded.stdout, guarded.stderr) == (
+            plain.returncode, plain.stdout, plain.stderr), command
