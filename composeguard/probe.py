@@ -4,6 +4,10 @@ A container that exits, restarts or turns unhealthy fails at once; one without a
 healthcheck must stay running, without a restart, for the settle window. Extra probes
 (``x-composeguard: {probe: {http|tcp|exec: …}}``) must pass as well. All changed services
 are probed in parallel, each within its own timeout.
+
+Deadlines, settle windows and retry timeouts are measured on the monotonic clock
+(composeguard.clock): the wall clock is read only to turn Docker's ``StartedAt`` into an age,
+once per container start, so an NTP step during a probe changes no verdict.
 """
 
 from __future__ import annotations
@@ -12,17 +16,16 @@ import datetime as dt
 import logging
 import re
 import socket
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+from tenacity import Retrying, retry_if_result, wait_fixed
 
 from composeguard import execute
+from composeguard.clock import SYSTEM, Clock, Instant
 from composeguard.compose.docker import (
     DaemonUnreachable,
     inspect_containers,
@@ -64,19 +67,45 @@ class Watch:
     service: str
     container_id: str
     settings: EffectiveSettings
-    started: float
+    started: float  # monotonic: when the probe began
     first_restarts: int | None = None
-    ended: float = 0.0  # when the verdict was reached
+    ended: float = 0.0  # monotonic: when the verdict was reached
     one_shot: bool = False  # restart: "no", or awaited with service_completed_successfully
+    since: float | None = None  # monotonic, just before `docker compose up` began
+    # The first look at the container's current start: (its StartedAt, mono then, its age then)
+    first_look: tuple[str, float, float] | None = None
+    last_look: float | None = None  # monotonic: the latest look at a running container
 
     @property
     def deadline(self) -> float:
         return self.started + self.settings.timeout
 
 
-def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
-    """The verdict on one container from its ``docker inspect``: (ok, detail), or None while
-    it is still starting. Pure, so that every rule is unit-tested."""
+def _age(w: Watch, state: dict, now: Instant) -> float | None:
+    """How long a running container has run: its age at the first look at this start (wall now
+    minus StartedAt, both read then), plus the monotonic time since that look. A wall-clock
+    step after the first look changes nothing. The first age is clamped to what the monotonic
+    clock allows: no more than since the up began (``since``) or, when StartedAt changed (the
+    container restarted), since the previous look, which saw the old start."""
+    started = _started_at(state)
+    if started is None:
+        return None
+    raw = str(state.get("StartedAt"))
+    if w.first_look is None or w.first_look[0] != raw:
+        bound = w.since if w.first_look is None else w.last_look
+        age = max(now.wall - started, 0.0)
+        if bound is not None:
+            age = min(age, max(now.mono - bound, 0.0))
+        w.first_look = (raw, now.mono, age)
+    w.last_look = now.mono
+    _, mono0, age0 = w.first_look
+    return age0 + (now.mono - mono0)
+
+
+def judge(w: Watch, info: dict, now: Instant) -> tuple[bool, str] | None:
+    """The verdict on one container from its ``docker inspect``, looked at ``now``: (ok, detail),
+    or None while it is still starting. No I/O and no clock of its own, so that every rule is
+    unit-tested (it keeps what it saw on ``w``: the restart count, the first look)."""
     if not info:
         return False, "the container disappeared"
     state = info.get("State") or {}
@@ -100,19 +129,20 @@ def judge(w: Watch, info: dict, now: float) -> tuple[bool, str] | None:
             last = (logs[-1].get("Output") or "").strip().splitlines() if logs else []
             return False, "unhealthy" + (f": {last[-1]}" if last else "")
     elif status == "running" and not w.one_shot:  # a one-shot must finish, not just run
-        started = _started_at(state)
-        if started is not None and now - started >= w.settings.settle:
+        age = _age(w, state, now)
+        if age is not None and age >= w.settings.settle:
             return True, f"running and stable for {w.settings.settle:g}s"
-    if now >= w.deadline:
+    if now.mono >= w.deadline:
         what = f"health is {health.get('Status')}" if health else f"status is {status}"
         return False, f"not ready after {w.settings.timeout:g}s ({what})"
     return None
 
 
-def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> dict[str, tuple[bool, str]]:
+def wait_ready(watches: list[Watch], clock: Clock = SYSTEM) -> dict[str, tuple[bool, str]]:
     """Poll every container until each is healthy (or stable) or has failed: ONE batched
     ``docker inspect`` per round for all of them, however many services change. Each watch
-    carries its own deadline (``judge`` fails it there), so the polling itself never stops."""
+    carries its own (monotonic) deadline (``judge`` fails it there), so the polling itself
+    never stops."""
     verdicts: dict[str, tuple[bool, str]] = {}
     pending = {w.container_id: w for w in watches}
 
@@ -122,28 +152,30 @@ def wait_ready(watches: list[Watch], now: Callable[[], float] = time.time) -> di
             found = {c.get("Id", ""): c for c in inspect_containers(list(pending))}
         except DaemonUnreachable:
             # dockerd is restarting: wait for it within the probes' own deadline
-            latest = max(w.deadline for w in pending.values())
-            if now() >= latest or not wait_for_daemon(max(latest - now(), 1.0)):
+            left = max(w.deadline for w in pending.values()) - clock.mono()
+            if left <= 0 or not wait_for_daemon(max(left, 1.0)):
+                t = clock.mono()
                 for cid, w in pending.items():
                     verdicts[cid] = (False, DOCKERD_GONE)
-                    w.ended = now()
+                    w.ended = t
                 pending.clear()
                 return True
             for w in pending.values():
                 w.first_restarts = None  # a daemon restart restarts containers: count afresh
             return False
-        t = now()
+        t = clock.now()  # read after the inspect: what it saw is no later than this
         for cid, w in list(pending.items()):
             info = found.get(cid) or next((v for k, v in found.items() if k.startswith(cid)), {})
             verdict = judge(w, info, t)
             if verdict is not None:
                 verdicts[cid] = verdict
-                w.ended = t
+                w.ended = t.mono
                 del pending[cid]
         return not pending
 
     if pending:
-        Retrying(wait=wait_fixed(POLL), retry=retry_if_result(lambda done: not done), reraise=True)(one_round)
+        until_done = retry_if_result(lambda done: not done)
+        Retrying(wait=wait_fixed(POLL), retry=until_done, reraise=True, sleep=clock.sleep)(one_round)
     return verdicts
 
 
@@ -169,34 +201,45 @@ def run_extra_probe(probe: Probe, container_id: str) -> tuple[bool, str]:
     return proc.returncode == 0, f"exec {' '.join(cmd)}: exit {proc.returncode}"
 
 
-def _extra_probe(w: Watch) -> tuple[bool, str]:
+def _extra_probe(w: Watch, clock: Clock = SYSTEM) -> tuple[bool, str]:
+    """Retry the extra probe until it passes or the watch's deadline (at least 1 s from now)."""
     assert w.settings.probe is not None
+    until = max(w.deadline, clock.mono() + 1.0)
+    # tenacity's stop_after_delay is monotonic as well (RetryCallState.start_time and
+    # outcome_timestamp are time.monotonic() in tenacity 9.2), but it reads the machine's
+    # clock: this stop reads the injected one, so that a test's fake clock bounds the retries.
     retrying = Retrying(
-        stop=stop_after_delay(max(w.deadline - time.time(), 1.0)),
+        stop=lambda _state: clock.mono() >= until,
         wait=wait_fixed(1),
+        sleep=clock.sleep,
         retry=retry_if_result(lambda r: not r[0]),
         retry_error_callback=lambda state: state.outcome.result(),
     )
     verdict = retrying(run_extra_probe, w.settings.probe, w.container_id)
-    w.ended = time.time()
+    w.ended = clock.mono()
     return verdict
 
 
 def probe_all(
-    targets: list[tuple[str, str, EffectiveSettings]], one_shot: frozenset[str] = frozenset()
+    targets: list[tuple[str, str, EffectiveSettings]],
+    one_shot: frozenset[str] = frozenset(),
+    *,
+    since: float | None = None,
+    clock: Clock = SYSTEM,
 ) -> list[ProbeResult]:
     """Probe (service, container id, settings) triples together, each within its own timeout;
     the extra probes of the ready ones run in parallel. Services in ``one_shot`` succeed by
-    exiting 0 (and get no extra probe: there is nothing left to ask)."""
+    exiting 0 (and get no extra probe: there is nothing left to ask). ``since``: the
+    monotonic time just before ``docker compose up`` began (no container can be older)."""
     if not targets:
         return []
-    t0 = time.time()
-    watches = [Watch(s, cid, st, t0, one_shot=s in one_shot) for s, cid, st in targets]
-    verdicts = wait_ready(watches)
+    t0 = clock.mono()
+    watches = [Watch(s, cid, st, t0, one_shot=s in one_shot, since=since) for s, cid, st in targets]
+    verdicts = wait_ready(watches, clock)
     extra = [w for w in watches if verdicts[w.container_id][0] and w.settings.probe and not w.one_shot]
     if extra:
         with ThreadPoolExecutor(max_workers=min(len(extra), 32)) as pool:
-            for w, verdict in zip(extra, pool.map(_extra_probe, extra), strict=True):
+            for w, verdict in zip(extra, pool.map(lambda w: _extra_probe(w, clock), extra), strict=True):
                 verdicts[w.container_id] = verdict
     return [ProbeResult(w.service, *verdicts[w.container_id], w.ended - t0) for w in watches]
 
@@ -215,8 +258,16 @@ def one_shot_services(project: Project) -> frozenset[str]:
     return frozenset(out)
 
 
-def probe_services(project: Project, services: list[str], rep: Reporter) -> list[ProbeResult]:
-    """Probe the containers of ``services`` of the project, each as its settings say."""
+def probe_services(
+    project: Project,
+    services: list[str],
+    rep: Reporter,
+    *,
+    since: float | None = None,
+    clock: Clock = SYSTEM,
+) -> list[ProbeResult]:
+    """Probe the containers of ``services`` of the project, each as its settings say.
+    ``since``: ``clock.mono()`` read just before ``docker compose up`` began, if known."""
     if not wait_for_daemon(max(project.settings.timeout, 60)):
         return [ProbeResult(s, False, DOCKERD_GONE, 0.0) for s in services]
     containers = [c for c in project_containers(project.name) if c.service in services]
@@ -226,7 +277,7 @@ def probe_services(project: Project, services: list[str], rep: Reporter) -> list
     ]
     missing = [s for s in services if s not in {c.service for c in containers}]
     rep.step(f"probing {', '.join(services)}")
-    results = probe_all(targets, one_shot_services(project))
+    results = probe_all(targets, one_shot_services(project), since=since, clock=clock)
     results += [ProbeResult(s, False, "no container", 0.0) for s in missing]
     for r in results:
         rep.step(f"  {r.service}: {'ok' if r.ok else 'FAILED'}: {r.detail} ({r.seconds:.1f}s)")

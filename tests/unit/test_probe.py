@@ -1,19 +1,21 @@
 """The probe's rules on `docker inspect` states, and its batched polling (one inspect per round
-for every container). The real containers are probed in tests/lab."""
+for every container), and its clocks: a wall-clock step during a probe changes no verdict. The
+real containers are probed in tests/lab."""
 
 from __future__ import annotations
 
 import pytest
 
 from composeguard import probe
+from composeguard.clock import Clock, Instant
 from composeguard.compose.docker import DaemonUnreachable
-from composeguard.probe import Watch, judge, wait_ready
-from composeguard.settings import EffectiveSettings
+from composeguard.probe import Watch, judge, probe_all, wait_ready
+from composeguard.settings import EffectiveSettings, Probe
 
 
-def settings(timeout: float = 60, settle: float = 3) -> EffectiveSettings:
+def settings(timeout: float = 60, settle: float = 3, extra: Probe | None = None) -> EffectiveSettings:
     return EffectiveSettings(
-        probe=None, timeout=timeout, settle=settle, quiesce="stop", unprotected="refuse", update=True
+        probe=extra, timeout=timeout, settle=settle, quiesce="stop", unprotected="refuse", update=True
     )
 
 
@@ -24,7 +26,40 @@ def info(status: str = "running", health: str | None = None, restarts: int = 0, 
     return {"Id": "c1", "State": st, "RestartCount": restarts}
 
 
-T0 = 1795824000.0  # 2026-11-28T00:00:00Z
+T0 = 1795824000.0  # 2026-11-28T00:00:00Z, on the wall clock
+M0 = 5000.0  # the monotonic clock at the same moment: another origin, so that a mix-up shows
+
+
+def at(wall: float) -> Instant:
+    """The moment the wall clock reads ``wall``, no step in between: mono moved as much."""
+    return Instant(mono=M0 + (wall - T0), wall=wall)
+
+
+class FakeClock:
+    """Both clocks, moved only by the probe's own sleeps (no real time passes). ``steps`` maps
+    the number of a sleep to a step of the wall clock alone, as NTP makes one, after that sleep.
+    A probe that would wait for ever fails the test when mono passes ``limit`` seconds."""
+
+    def __init__(self, steps: dict[int, float] | None = None, limit: float = 3600.0) -> None:
+        self.mono, self.wall = M0, T0
+        self.steps = steps or {}
+        self.limit = limit
+        self.sleeps = 0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.mono += seconds
+        self.wall += seconds + self.steps.get(self.sleeps, 0.0)
+        assert self.mono - M0 < self.limit, "the probe is still waiting after the test's bound"
+
+    @property
+    def clock(self) -> Clock:
+        return Clock(wall=lambda: self.wall, mono=lambda: self.mono, sleep=self.sleep)
+
+
+def still() -> Clock:
+    """A clock that never moves (the probe's sleeps take no time)."""
+    return Clock(wall=lambda: T0 + 1, mono=lambda: M0 + 1, sleep=lambda s: None)
 
 
 @pytest.mark.parametrize(
@@ -42,13 +77,13 @@ T0 = 1795824000.0  # 2026-11-28T00:00:00Z
     ],
 )
 def test_judge(state: dict, now: float, verdict: tuple[bool, str] | None) -> None:
-    assert judge(Watch("app", "c1", settings(), T0), state, now) == verdict
+    assert judge(Watch("app", "c1", settings(), M0), state, at(now)) == verdict
 
 
 def test_a_restart_after_the_first_look_is_a_restart_loop() -> None:
-    w = Watch("app", "c1", settings(), T0)
-    assert judge(w, info(restarts=2), T0 + 1) is None
-    assert judge(w, info(restarts=3), T0 + 1.5) == (False, "restart loop (restarted 3 times)")
+    w = Watch("app", "c1", settings(), M0)
+    assert judge(w, info(restarts=2), at(T0 + 1)) is None
+    assert judge(w, info(restarts=3), at(T0 + 1.5)) == (False, "restart loop (restarted 3 times)")
 
 
 def test_one_batched_inspect_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,10 +102,9 @@ def test_one_batched_inspect_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
         return [{**info(health=script[i][min(n, len(script[i]) - 1)]), "Id": i} for i in ids]
 
     monkeypatch.setattr(probe, "inspect_containers", fake_inspect)
-    monkeypatch.setattr(probe.time, "sleep", lambda s: None)
-    watches = [Watch(s, s, settings(), T0) for s in "abc"]
+    watches = [Watch(s, s, settings(), M0) for s in "abc"]
 
-    verdicts = wait_ready(watches, now=lambda: T0 + 1)
+    verdicts = wait_ready(watches, clock=still())
 
     assert rounds == [["a", "b", "c"], ["b", "c"], ["b"]]
     assert verdicts == {
@@ -92,9 +126,8 @@ def test_dockerd_restarting_is_waited_for_and_restarts_counted_anew(monkeypatch:
 
     monkeypatch.setattr(probe, "inspect_containers", fake_inspect)
     monkeypatch.setattr(probe, "wait_for_daemon", lambda timeout: True)
-    monkeypatch.setattr(probe.time, "sleep", lambda s: None)
 
-    verdicts = wait_ready([Watch("app", "a", settings(), T0)], now=lambda: T0 + 1)
+    verdicts = wait_ready([Watch("app", "a", settings(), M0)], clock=still())
 
     assert verdicts == {"a": (True, "healthy")}
 
@@ -106,14 +139,14 @@ def test_dockerd_gone_for_good_fails_every_pending_probe(monkeypatch: pytest.Mon
     monkeypatch.setattr(probe, "inspect_containers", down)
     monkeypatch.setattr(probe, "wait_for_daemon", lambda timeout: False)
 
-    watches = [Watch("a", "a", settings(), T0), Watch("b", "b", settings(), T0)]
-    verdicts = wait_ready(watches, now=lambda: T0 + 1)
+    watches = [Watch("a", "a", settings(), M0), Watch("b", "b", settings(), M0)]
+    verdicts = wait_ready(watches, clock=still())
 
     assert verdicts == {"a": (False, probe.DOCKERD_GONE), "b": (False, probe.DOCKERD_GONE)}
 
 
 def one_shot_watch() -> Watch:
-    return Watch("migrate", "c1", settings(), T0, one_shot=True)
+    return Watch("migrate", "c1", settings(), M0, one_shot=True)
 
 
 @pytest.mark.parametrize(
@@ -127,12 +160,12 @@ def one_shot_watch() -> Watch:
 )
 def test_one_shot_services_succeed_by_exiting_0(state: dict, now: float, verdict) -> None:
     """Step 8, point 5: a migration job or init container that exits 0 has succeeded."""
-    assert judge(one_shot_watch(), state, now) == verdict
+    assert judge(one_shot_watch(), state, at(now)) == verdict
 
 
 def test_a_long_running_service_exiting_0_still_fails() -> None:
-    w = Watch("app", "c1", settings(), T0)
-    assert judge(w, info("exited", ExitCode=0), T0 + 1) == (False, "exited with code 0")
+    w = Watch("app", "c1", settings(), M0)
+    assert judge(w, info("exited", ExitCode=0), at(T0 + 1)) == (False, "exited with code 0")
 
 
 def test_which_services_are_one_shot() -> None:
@@ -152,3 +185,132 @@ def test_which_services_are_one_shot() -> None:
         "legacy": svc(restart=False),  # YAML 1.1 reads an unquoted no as false
     })
     assert one_shot_services(project) == {"migrate", "init", "legacy"}
+
+
+# -- an NTP step during a probe (step 12, point 4) ----------------------------------------------
+# The nightly timer (Persistent=) fires right after boot, when NTP may step the wall clock. The
+# probe measures every duration on the monotonic clock: the same container gives the same
+# verdict, after the same monotonic time, whether the wall clock steps an hour or not.
+
+HOUR = 3600.0
+STEPS = [None, +HOUR, -HOUR]  # no step, or one of an hour either way right after the first poll
+
+
+def probe_one(
+    script,
+    step: float | None,
+    s: EffectiveSettings | None = None,
+    since: float | None = None,
+    before: float = 0.0,
+) -> probe.ProbeResult:
+    """``probe_all`` on one container whose ``docker inspect`` at poll n (from 1) is
+    ``script(n, fake clock)``, the wall clock stepping by ``step`` after the first poll (and by
+    ``before`` before it). The first poll comes 0.5 s after the container started (StartedAt
+    is T0 + 0.5)."""
+    fake = FakeClock({1: step} if step else None)
+    fake.mono, fake.wall = M0 + 1, T0 + 1 + before
+    polls = {"n": 0}
+
+    def fake_inspect(ids: list[str]) -> list[dict]:
+        polls["n"] += 1
+        return [{**script(polls["n"], fake), "Id": i} for i in ids]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(probe, "inspect_containers", fake_inspect)
+        [result] = probe_all([("app", "c1", s or settings())], since=since, clock=fake.clock)
+    return result
+
+
+def crashing(n: int, fake: FakeClock) -> dict:
+    """Runs, then exits with code 1 at the 3rd poll (0.5 s of the 3 s settle window later)."""
+    return info() if n < 3 else info("exited", ExitCode=1)
+
+
+def steady(n: int, fake: FakeClock) -> dict:
+    """Runs and stays up; no healthcheck."""
+    return info()
+
+
+def healthy_after_30s(n: int, fake: FakeClock) -> dict:
+    return info(health="healthy" if fake.mono - M0 >= 30 else "starting")
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_crashing_image_fails_whatever_the_wall_clock_does(step: float | None) -> None:
+    """Measured in wall time, the +1 h step made this container look an hour old at the 2nd
+    poll: "running and stable" for an image that crashes 0.5 s later."""
+    result = probe_one(crashing, step)
+    assert (result.ok, result.detail) == (False, "exited with code 1")
+    assert result == probe_one(crashing, None)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_good_image_is_stable_after_the_settle_window_whatever_the_wall_clock_does(
+    step: float | None,
+) -> None:
+    """Measured in wall time, +1 h failed it at once ("not ready after 120s") and -1 h waited
+    for ever (FakeClock fails the test past an hour of monotonic time)."""
+    result = probe_one(steady, step, settings(timeout=120))
+    assert (result.ok, result.detail) == (True, "running and stable for 3s")
+    assert result.seconds == 2.5  # 0.5 s old at the first look: 2.5 s more of the 3 s window
+    assert result == probe_one(steady, None, settings(timeout=120))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_healthcheck_that_passes_after_30s_passes_whatever_the_wall_clock_does(
+    step: float | None,
+) -> None:
+    result = probe_one(healthy_after_30s, step, settings(timeout=60))
+    assert (result.ok, result.detail) == (True, "healthy")
+    assert result.seconds == 29.0  # healthy at mono M0 + 30; the probe began at M0 + 1
+    assert result == probe_one(healthy_after_30s, None, settings(timeout=60))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_healthcheck_that_never_passes_fails_at_the_monotonic_deadline(step: float | None) -> None:
+    result = probe_one(lambda n, fake: info(health="starting"), step, settings(timeout=60))
+    assert (result.ok, result.detail) == (False, "not ready after 60s (health is starting)")
+    assert result.seconds == 60.0
+
+
+@pytest.mark.parametrize("script", [crashing, steady])
+def test_a_step_before_the_first_look_is_bounded_by_the_up(script) -> None:
+    """The wall clock stepped +1 h between the container's start and the first poll: StartedAt
+    says an hour ago, but the up began (``since``) 1 s of monotonic time before that poll."""
+    stepped, plain = probe_one(script, None, since=M0, before=HOUR), probe_one(script, None, since=M0)
+    assert (stepped.ok, stepped.detail) == (plain.ok, plain.detail)
+    assert stepped.ok is (script is steady)
+
+
+def test_a_new_start_resets_the_first_look() -> None:
+    """StartedAt changed between two looks (restarted, the restart count not telling: counted
+    afresh after a dockerd restart): the age starts again, bounded by the previous look even
+    when the wall clock stepped in between."""
+    again = "2026-11-28T00:00:03Z"  # T0 + 3
+    for step in (0.0, HOUR):
+        w = Watch("app", "c1", settings(), M0)
+        assert judge(w, info(), at(T0 + 1)) is None  # 0.5 s old
+        w.first_restarts = None  # as wait_ready does after dockerd came back
+        later = Instant(mono=M0 + 3.6, wall=T0 + 3.6 + step)
+        assert judge(w, info(StartedAt=again), later) is None  # 0.6 s (or at most 2.6 s) old, not 3.1
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_the_extra_probe_retries_on_the_monotonic_clock(monkeypatch: pytest.MonkeyPatch, step) -> None:
+    """Healthy at once, the http probe answers 200 after 10 s; one that never does fails at the
+    watch's deadline, in monotonic time."""
+    http = Probe("http", "http://app:8080/health")
+    monkeypatch.setattr(probe, "inspect_containers", lambda ids: [{**info(health="healthy"), "Id": "c1"}])
+    for answers, verdict, seconds in [
+        (True, (True, "http http://app:8080/health: status 200"), 10.0),
+        (False, (False, "http http://app:8080/health: status 503"), 60.0),
+    ]:
+        fake = FakeClock({1: step} if step else None)
+
+        def run(p: Probe, cid: str, fake: FakeClock = fake, answers: bool = answers) -> tuple[bool, str]:
+            ok = answers and fake.mono - M0 >= 10
+            return ok, f"http {p.target}: status {200 if ok else 503}"
+
+        monkeypatch.setattr(probe, "run_extra_probe", run)
+        [result] = probe_all([("app", "c1", settings(timeout=60, extra=http))], clock=fake.clock)
+        assert ((result.ok, result.detail), result.seconds) == (verdict, seconds)
