@@ -102,7 +102,7 @@ def history_command(project: str, as_json: bool) -> None:
                 kind = "; restored whole"
             click.echo(f"    snapshot ({state}{kind}): {s.name}")
         for f in j.failed_states:
-            click.echo(f"    failed state: {f}")
+            click.echo(f"    failed state{' (released)' if j.snapshots_released else ''}: {f}")
 
 
 def pins_command(project: str, as_json: bool, with_history: bool = False) -> None:
@@ -142,7 +142,7 @@ def unpin_command(project: str, service: str) -> None:
 
 
 def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
-    from composeguard.rollback import refuse_if_unfinished, roll_back
+    from composeguard.rollback import check_restore_mounts, refuse_if_unfinished, roll_back
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
@@ -160,6 +160,7 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
         j = journals[-1]
         if j.snapshots_released:
             raise GuardError(f"the snapshots of {j.id} were released by the retention rule")
+        check_restore_mounts(j)
         j.outcome = None
         j.judged_bad = True  # a person's verdict: update does not try these digests again
         try:

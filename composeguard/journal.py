@@ -7,6 +7,7 @@ what may have happened and ``recover`` can finish the job.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 from composeguard.errors import GuardError
 from composeguard.state import make_private_dir, project_dir, read_json, write_json
 from composeguard.storage.base import Dataset, Snapshot
+
+log = logging.getLogger("composeguard.journal")
 
 # Outcomes of a finished transaction.
 COMMITTED = "committed"
@@ -69,12 +72,22 @@ class Journal:
     # verdict: the rollback then pins the old digest without quarantining the new one.
     judged_bad: bool = False
     rollback_error: str = ""  # why the rollback failed (outcome rollback-failed; recover resumes)
+    # The project's transactions in the order they were made, whatever the wall clock did (an
+    # NTP step back at boot would sort a new ID before older ones). 0: written before it existed.
+    seq: int = 0
+    # Once the snapshots exist, a journal that cannot be written (a full disk) must not stop
+    # the rollback: saves are then best effort and the first error is kept here (not saved).
+    best_effort: bool = field(default=False, metadata={"transient": True})
+    unsaved: str = field(default="", metadata={"transient": True})
 
     @classmethod
     def new(cls, project: str, command: str) -> Journal:
         now = dt.datetime.now(dt.UTC)
         txn = now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
-        return cls(id=txn, project=project, command=command, created=now.replace(microsecond=0).isoformat())
+        seq = max((j.seq for j in cls.all(project)), default=0) + 1
+        return cls(
+            id=txn, project=project, command=command, created=now.replace(microsecond=0).isoformat(), seq=seq
+        )
 
     # -- files -----------------------------------------------------------------------------
     @staticmethod
@@ -94,7 +107,16 @@ class Journal:
         return d
 
     def save(self) -> None:
-        write_json(self.path, asdict(self))
+        fields_ = self.__dataclass_fields__
+        doc = {k: v for k, v in asdict(self).items() if not fields_[k].metadata.get("transient")}
+        try:
+            write_json(self.path, doc)
+        except OSError as e:
+            if not self.best_effort:
+                raise
+            if not self.unsaved:
+                log.warning("cannot write the journal %s: %s; going on with the rollback", self.path, e)
+                self.unsaved = f"{self.path}: {e.strerror or e}"
 
     def step(self, phase: str, **detail: Any) -> None:
         """Record that ``phase`` starts (or happened) and persist the journal."""
@@ -152,7 +174,8 @@ class Journal:
 
     @classmethod
     def all(cls, project: str) -> list[Journal]:
-        return [cls.read(p) for p in sorted(cls.folder(project).glob("*.json"))]
+        journals = [cls.read(p) for p in sorted(cls.folder(project).glob("*.json"))]
+        return sorted(journals, key=lambda j: j.seq)  # stable: those without a seq keep ID order
 
     @property
     def is_unfinished(self) -> bool:

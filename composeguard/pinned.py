@@ -78,6 +78,5 @@ def pinned_command(global_args: list[str], command: str, args: list[str]) -> lis
         return [*global_args, command, *args]
     log.info("%s: pins applied (%s)", command, ", ".join(sorted(pins.pins)))
     base = project.compose_args(pin_files)
-    if "--dry-run" in global_args and "--dry-run" not in base:
-        base = ["--dry-run", *base]
+    base = [a for a in global_args if a.partition("=")[0] == "--dry-run" and a not in base] + base
     return [*base, command, *args]

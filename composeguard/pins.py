@@ -116,8 +116,9 @@ class PinFile:
         if self.pins:
             make_private_dir(self.dir)
             write_atomic(self.path, self.render())
-        elif self.path.exists():
-            self.path.unlink()
+        else:
+            self.path.unlink(missing_ok=True)
+            self.applied_path.unlink(missing_ok=True)  # no stale overlay once the last pin is gone
 
     def history(self) -> list[ReleasedPin]:
         """The pins released so far (by ``unpin`` or a new digest that passed), oldest first."""
@@ -178,13 +179,25 @@ class PinFile:
         p = self.pins.get(service)
         return p.image if p else None
 
-    def applied_file(self, services: set[str]) -> list[str]:
-        """The ``-f`` file to add to compose commands ([] when no pin applies)."""
+    def applied_file(self, services: set[str], spare_dir: Path | None = None) -> list[str]:
+        """The ``-f`` file to add to compose commands ([] when no pin applies). ``spare_dir``:
+        where to write it instead when the state dir cannot take it (a full disk during a
+        rollback, which must still start the old version)."""
         if not any(s in services for s in self.pins):
+            if self.dir.is_dir():  # not readable for a user without root: nothing to remove
+                self.applied_path.unlink(missing_ok=True)
             return []
-        make_private_dir(self.dir)
-        write_atomic(self.applied_path, self.render(services))
-        return [str(self.applied_path)]
+        try:
+            make_private_dir(self.dir)
+            write_atomic(self.applied_path, self.render(services))
+            return [str(self.applied_path)]
+        except (OSError, GuardError):
+            if spare_dir is None:
+                raise
+        spare = spare_dir / "projects" / self.project / self.applied_path.name
+        make_private_dir(spare.parent)
+        write_atomic(spare, self.render(services))
+        return [str(spare)]
 
 
 def pinned_projects(state_root: Path) -> list[str]:

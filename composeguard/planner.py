@@ -70,7 +70,23 @@ class Plan:
         return out
 
     def conflicts(self) -> list[str]:
-        return [c for u in self.usage.values() for c in u.conflicts]
+        out = [c for u in self.usage.values() for c in u.conflicts]
+        mounting = self.mounting_restores()
+        if mounting:
+            from composeguard.mountns import namespace_problem
+
+            problem = namespace_problem(f"a rollback of {mounting[0]} (a whole ZFS dataset)")
+            if problem:
+                out.append(problem)
+        return out
+
+    def mounting_restores(self) -> list[str]:
+        """The datasets a rollback would restore whole by unmounting and mounting (ZFS)."""
+        return [
+            d.name
+            for d in self.datasets()
+            if d.backend == "zfs" and not (d.name in self.usage and self.usage[d.name].restore == "paths")
+        ]
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
 from composeguard.errors import ConfigError, GuardError, StorageError, last_line
 from composeguard.lock import project_lock
 from composeguard.pins import PinFile
@@ -20,7 +21,7 @@ from composeguard.report import Reporter, mib, short
 from composeguard.rollback import backends_for, refuse_if_unfinished
 from composeguard.storage.base import by_backend
 from composeguard.transaction import Transaction
-from composeguard.upargs import parse_up_args, upgrade_up_args
+from composeguard.upargs import UP_OPTIONS_WITH_VALUE, is_dry_run, parse_up_args, upgrade_up_args
 
 log = logging.getLogger("composeguard.preflight")
 
@@ -127,29 +128,47 @@ def _up_unprivileged(project: Project, req: UpRequest) -> int:
     raise ExecInstead([*base, "up", *req.up_args])
 
 
+def _dry_run_update(project: Project, req: UpRequest, pin_files: list[str], rep: Reporter) -> int:
+    """``composeguard --dry-run update``: compose's own dry run of the pull and the up, and
+    nothing else (no snapshot, no journal, no commit, no retention)."""
+    services = [s for s in scope_of(project, req.services, req.no_deps) if project.services[s].image]
+    rep.step("dry run: docker compose shows what the update would do; nothing is changed")
+    pulled = docker.compose(project, ["--dry-run", "pull", *services], check=False)
+    if pulled.returncode != 0:
+        return pulled.returncode
+    up = ["--dry-run", "up", "--detach", "--no-deps", *services]
+    return docker.compose(project, up, extra_files=pin_files, check=False).returncode
+
+
 def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> None:
     """``up`` options that mean "do not start or recreate": handled truthfully before anything
-    is stopped. ``--dry-run`` (global or after ``up``) and ``--no-recreate`` change no running
-    container's image, so they are compose's own business (with the pins applied);
-    ``--no-start`` would replace the containers without anything to probe: refused."""
+    is stopped. ``--dry-run`` (global or after ``up``, any spelling compose accepts) and
+    ``--no-recreate`` change no running container's image, so they are compose's own business
+    (with the pins applied); ``--no-start`` would replace the containers without anything to
+    probe: refused."""
     if req.command != "up":
         return
     _, opts = parse_up_args(req.up_args)
+    dry = is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE) or is_dry_run(
+        req.up_args, UP_OPTIONS_WITH_VALUE
+    )
     if "--no-start" in opts:
         raise ConfigError(
             "composeguard cannot guard `up --no-start`: the new version would not run, so it "
             "could not be probed; run `docker compose up --no-start` yourself. Nothing was changed"
         )
-    if "--dry-run" in req.global_args or "--dry-run" in opts or "--no-recreate" in opts:
+    if dry or "--no-recreate" in opts:
         base = project.compose_args(pin_files) if pin_files else req.global_args
-        if "--dry-run" in req.global_args and "--dry-run" not in base:
-            base = ["--dry-run", *base]
+        if pin_files:  # the user's own spelling of the global option, in front of the files
+            base = [a for a in req.global_args if a.partition("=")[0] == "--dry-run" and a not in base] + base
         raise ExecInstead([*base, "up", *req.up_args])
 
 
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     pins = PinFile(project.name)
     _not_an_upgrade(project, req, pins.applied_file(set(project.services)))
+    if req.command == "update" and is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE):
+        return _dry_run_update(project, req, pins.applied_file(set(project.services)), rep)
     scope = scope_of(project, req.services, req.no_deps)
     running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import NoReturn
 
@@ -82,11 +83,13 @@ def abort(
     """Undo a failed quiesce/snapshot: restart what we stopped FIRST (the services must not
     stay down because a snapshot cannot be destroyed), then drop our partial snapshots."""
     reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
-    j.step("aborting", reason=reason)
+    # Restart first, write afterwards: the failure may be the journal itself (a full disk).
     if j.paused:
         docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
     if j.stopped:
         docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
+    j.best_effort = True
+    j.step("aborting", reason=reason)
     left = destroy_snapshots(backends or backends_for(project), list(j.snapshots))
     for s, err in left:
         rep.warn(f"could not destroy the partial snapshot {s.name}: {err}")
@@ -96,7 +99,10 @@ def abort(
     j.finish(ABORTED, reason)
     if isinstance(e, KeyboardInterrupt):
         raise e
-    raise GuardError(f"{reason}; the stopped services were started again, nothing was changed") from e
+    unsaved = f" (the journal could not be written: {j.unsaved})" if j.unsaved else ""
+    raise GuardError(
+        f"{reason}; the stopped services were started again, nothing was changed{unsaved}"
+    ) from e
 
 
 def roll_back(
@@ -105,6 +111,7 @@ def roll_back(
     """Put the unit back on its pre-upgrade data and old digests. Raises RolledBack (exit 3)
     or RollbackFailed (exit 4)."""
     j.reason = reason
+    j.best_effort = True  # a journal that cannot be written must not stop the rollback
     j.step("rolling-back", reason=reason)
     rep.step(f"rolling back: {reason}")
     backend = backends or backends_for(project)
@@ -116,12 +123,7 @@ def roll_back(
             if c.service in j.changes:
                 docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))
         j.step("stopping-unit")
-        docker.compose(
-            project,
-            ["stop", *j.unit],
-            extra_files=pins.applied_file(set(project.services)),
-            capture=True,
-        )
+        docker.compose(project, ["stop", *j.unit], extra_files=_overlay(pins, project), capture=True)
         j.step("restoring")
         pause_point("restoring")
         failed_states = []
@@ -144,10 +146,13 @@ def roll_back(
         )
         for s, c in j.changes.items():  # quarantine the new digest only on a verdict
             pins.pin(s, c.old_ref, j.id, (c.new_digest or c.new_image_id) if j.judged_bad else None, reason)
-        pins.save()
+        try:
+            pins.save()
+        except (OSError, GuardError) as e:  # a full disk: the old version must run all the same
+            j.unsaved = j.unsaved or f"{pins.path}: {getattr(e, 'strerror', None) or e}"
         j.step("pinned")
         pause_point("pinned")
-        pin_files = pins.applied_file(set(project.services))
+        pin_files = _overlay(pins, project)
         rep.step(
             f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "
             f"starting the old version"
@@ -155,6 +160,7 @@ def roll_back(
         # The rest of the unit (dependencies, services sharing the data) runs again as the
         # very containers that were stopped, whatever their tags point to now: a rollback
         # recreates nothing it did not plan for. Then the changed services, on the old digests.
+        since = time.monotonic()
         others = [s for s in j.unit if s not in j.changes]
         if others:
             docker.compose(
@@ -169,7 +175,7 @@ def roll_back(
             extra_files=pin_files,
         )
         j.step("reprobing")
-        results = probe_services(project, list(j.changes), rep)
+        results = probe_services(project, list(j.changes), rep, since=since)
         bad = [r for r in results if not r.ok]
         if bad:
             raise GuardError(
@@ -192,6 +198,14 @@ def roll_back(
     j.rollback_error = ""
     j.finish(ROLLED_BACK, reason)
     _release_images(j, rep)  # a committed one rolled back by hand: its old images run again
+    if j.unsaved:
+        raise RollbackFailed(
+            f"the rollback of {j.id} finished ({', '.join(j.changes)} back on the old digest on the "
+            f"pre-upgrade data; failed state kept at {', '.join(j.failed_states) or '(no datasets)'}), "
+            f"but its journal and pins could not be written ({j.unsaved}): until there is room, "
+            f"the next update may retry the bad digest. Free space, then run `composeguard recover`"
+        )
+    apply_retention(project, rep, backend)
     raise RolledBack(
         f"the upgrade failed ({reason}) and was rolled back: {', '.join(j.changes)} back on the old "
         f"digest on the pre-upgrade data; failed state kept at "
@@ -199,25 +213,56 @@ def roll_back(
     )
 
 
+SPARE_DIR = "/run/composeguard"  # tmpfs: where the pin overlay goes when the state dir is full
+
+
+def _overlay(pins: PinFile, project: Project) -> list[str]:
+    from pathlib import Path
+
+    return pins.applied_file(set(project.services), spare_dir=Path(SPARE_DIR))
+
+
 def apply_retention(project: Project, rep: Reporter, backends: Backends | None = None) -> None:
-    """Keep the pre-upgrade snapshots of the last N committed transactions; destroy older
-    ones. Only snapshots recorded in composeguard's own journals are ever destroyed."""
-    keep = project.settings.retention
-    committed = [
-        j
-        for j in Journal.all(project.name)
-        if j.outcome == COMMITTED and j.snapshots and not j.snapshots_released
-    ]
+    """Keep the snapshots of the last ``retention`` committed transactions, and the
+    pre-upgrade snapshots and failed states of the last ``keep_rollbacks`` rolled-back (or
+    aborted) ones; release older ones. Only what composeguard's own journals record is ever
+    destroyed, and a failure to release is a warning (the pool keeps it; the next run retries)."""
+    settings = project.settings
+    journals = [j for j in Journal.all(project.name) if j.command != "provision" and not j.snapshots_released]
+    committed = [j for j in journals if j.outcome == COMMITTED and j.snapshots]
+    failed = [j for j in journals if j.outcome in (ROLLED_BACK, ABORTED) and (j.snapshots or j.failed_states)]
     backend = backends or backends_for(project)
-    for j in committed[:-keep] if len(committed) > keep else []:
-        left = destroy_snapshots(backend, j.snapshots)
-        if left:  # the upgrade is committed; a snapshot left over is no harm
-            rep.warn(f"retention could not release the snapshots of {j.id}: {left[0][1]}")
-            continue
-        j.snapshots_released = True
-        j.save()
-        rep.step(f"retention: released the snapshots of {j.id}")
-        _release_images(j, rep)
+    for j in committed[: -settings.retention]:
+        if _release(j, backend, rep, [s.name for s in j.snapshots]):
+            _release_images(j, rep)
+    for j in failed[: -settings.keep_rollbacks]:
+        # the failed states first: on ZFS a failed dataset kept whole is a clone of the
+        # pre-upgrade snapshot, which cannot be destroyed while the clone exists
+        _release(j, backend, rep, [*kept_failed_states(j), *(s.name for s in j.snapshots)], failed=True)
+
+
+def kept_failed_states(j: Journal) -> list[str]:
+    """The names of what ``j`` kept of the failed version: a directory-level restore's failed
+    snapshot (``restores[...]["failed"]``; ``failed_states`` has where it is read), a whole
+    restore's failed dataset or subvolume."""
+    by_path = [r["failed"] for r in j.restores.values() if r.get("failed")]
+    seen = {*by_path, *(r.get("failed_root") for r in j.restores.values())}
+    return [*by_path, *(f for f in j.failed_states if f not in seen)]
+
+
+def _release(j: Journal, backend: Backends, rep: Reporter, names: list[str], failed: bool = False) -> bool:
+    """Destroy what ``j`` kept (snapshots, failed states); True when all of it is gone."""
+    for name in names:
+        try:  # a Btrfs snapshot or subvolume is a path; a ZFS name never starts with "/"
+            backend("btrfs" if name.startswith("/") else "zfs").destroy(name)
+        except (StorageError, OSError) as err:
+            rep.warn(f"retention could not release {name} of {j.id}: {err}")
+            return False
+    j.snapshots_released = True
+    j.save()
+    what = "pre-upgrade snapshots and failed state" if failed else "snapshots"
+    rep.step(f"retention: released the {what} of {j.id}")
+    return True
 
 
 def _release_images(j: Journal, rep: Reporter) -> None:
@@ -226,6 +271,18 @@ def _release_images(j: Journal, rep: Reporter) -> None:
     problem = release_images(j.project, j.id)
     if problem:
         rep.warn(f"could not release the old images held for {j.id}: {problem}")
+
+
+def check_restore_mounts(j: Journal) -> None:
+    """Before a rollback from the journal (``rollback``, ``recover``) changes anything: a whole
+    ZFS restore mounts, so it must run in dockerd's mount namespace (mountns.py)."""
+    whole = [
+        s.dataset.name for s in j.snapshots if s.dataset.backend == "zfs" and s.dataset.name not in j.restores
+    ]
+    if whole:
+        from composeguard.mountns import check_dockerd_namespace
+
+        check_dockerd_namespace(f"the rollback of {j.id} ({whole[0]}, a whole ZFS dataset)")
 
 
 BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")
@@ -263,6 +320,7 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
         except GuardError as e:
             rep.step(f"recovered: {e}")
         return 0
+    check_restore_mounts(j)
     try:
         roll_back(project, j, j.reason or f"interrupted at '{j.phase}'", rep, backends)
     except RolledBack as e:

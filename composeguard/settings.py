@@ -146,6 +146,7 @@ FIELDS: dict[str, Callable[[Any, str, str], Any]] = {
     "unprotected": partial(_choice, choices=UNPROTECTED_MODES),
     "update": _bool,
     "retention": _retention,
+    "keep_rollbacks": _retention,
     "min_free": _min_free,
     "btrfs_snapshot_dir": _path,
     "hook": _words,
@@ -183,11 +184,12 @@ class ProjectSettings:
     settle: float = 10.0
     unprotected: str = "refuse"
     update: bool = True
-    retention: int = 3
+    retention: int = 3  # committed transactions whose pre-upgrade snapshots are kept
     min_free: str = "5%"
     btrfs_snapshot_dir: str = ".composeguard-snapshots"
     hook: tuple[str, ...] = ()  # a command run after every transaction (outcome on stdin)
     notify: tuple[str, ...] = ()  # Apprise URLs (needs the apprise extra)
+    keep_rollbacks: int = 3  # rolled-back (or aborted) ones whose snapshots and failed state are kept
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ProjectSettings:
@@ -228,7 +230,7 @@ def _env_value(key: str, value: str) -> Any:
             return False
         raise ConfigError(f"COMPOSEGUARD_UPDATE must be true or false, not {value!r}")
     try:
-        return int(value) if key == "retention" else float(value)
+        return int(value) if key in ("retention", "keep_rollbacks") else float(value)
     except ValueError:
         raise ConfigError(f"COMPOSEGUARD_{key.upper()} must be a number, not {value!r}") from None
 

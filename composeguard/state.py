@@ -10,6 +10,7 @@ Layout (``COMPOSEGUARD_STATE_DIR``, default ``/var/lib/composeguard``)::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -65,6 +66,19 @@ def make_private_dir(d: Path) -> None:
 
 
 def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+    """``_write_atomic``; on a full disk, once more after freeing the state dir's reserve."""
+    try:
+        _write_atomic(path, data, mode)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or path.name == RESERVE_NAME or not release_reserve():
+            raise
+        import logging
+
+        logging.getLogger("composeguard.state").warning("%s: %s; using the reserve", path, e.strerror)
+        _write_atomic(path, data, mode)
+
+
+def _write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     """Write ``path`` so that a crash leaves either the old or the new content: temp file in
     the same folder, fsync, rename, fsync the folder. The temp file has a random name and is
     created with O_EXCL|O_NOFOLLOW and its mode set on the descriptor, so a symlink planted in
@@ -105,3 +119,33 @@ def read_json(path: Path) -> Any:
         raise GuardError(
             f"the state file {path} is corrupt ({e}); move it aside to continue (nothing was changed)"
         ) from e
+
+
+# Room kept in the state directory for the journal and the pins of a rollback on a full disk:
+# a run makes it (random bytes, so compression cannot shrink it) and a failed write frees it.
+RESERVE_NAME = ".reserve"
+RESERVE_BYTES = 1 << 20
+
+
+def make_reserve() -> None:
+    """Best effort: a state dir with no room for the reserve simply has none."""
+    path = state_dir() / RESERVE_NAME
+    try:
+        if path.exists() and path.stat().st_size == RESERVE_BYTES:
+            return
+        write_atomic(path, os.urandom(RESERVE_BYTES))
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        import logging
+
+        logging.getLogger("composeguard.state").debug("no reserve in the state dir: %s", e)
+
+
+def release_reserve() -> bool:
+    """Free the reserve (a write failed); True when there was one to free."""
+    path = state_dir() / RESERVE_NAME
+    try:
+        path.unlink()
+    except OSError:
+        return False
+    return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -61,30 +62,39 @@ class Transaction:
         """The contract: record; quiesce and snapshot (undone on failure, nothing changed);
         start and probe the new version; commit, or roll back to the old version on the old
         data. Exit 0, 3 (rolled back) or 4 (the rollback needs a human)."""
+        from composeguard.runlog import run_log
+
         try:
-            self.record()
-            with self.undone_on_failure():
-                self.quiesce()
-                self.snapshot()
-            failures, judged = self.start_and_probe()
-            if failures:
-                self.journal.judged_bad = judged
-                roll_back(self.project, self.journal, "; ".join(failures), self.rep, self.backends)
-            return self.commit()
+            with run_log(self.journal.files_dir / "run.log"):
+                return self._run()
         finally:
             if self.journal.outcome:
                 from composeguard.notify import notify
 
                 notify(self.project.settings, self.journal)
 
+    def _run(self) -> int:
+        self.record()
+        with self.undone_on_failure():
+            self.quiesce()
+            self.snapshot()
+        # From here on every failure leads to the rollback: a journal that cannot be written
+        # (a full disk) must not stop it.
+        self.journal.best_effort = True
+        failures, judged = self.start_and_probe()
+        if failures:
+            self.journal.judged_bad = judged
+            roll_back(self.project, self.journal, "; ".join(failures), self.rep, self.backends)
+        return self.commit()
+
     # -- the steps ---------------------------------------------------------------------------
     def record(self) -> None:
         """Write down, before anything changes, what runs now, what will run, the unit and the
         datasets (and how each would be restored)."""
-        from composeguard.runlog import attach_run_log
+        from composeguard.state import make_reserve
 
         j, plan = self.journal, self.plan
-        attach_run_log(j.files_dir / "run.log")
+        make_reserve()
         j.compose_args = self.project.compose_args()
         j.cwd = os.getcwd()
         if self.command == "update":
@@ -196,6 +206,7 @@ class Transaction:
             j.step("starting")
             pause_point("starting")
             self.rep.step("starting the new version: docker compose up " + " ".join(j.up_args))
+            since = time.monotonic()  # no container of the new version is older than this
             proc = docker.compose(project, ["up", *j.up_args], extra_files=self.pin_files, check=False)
             if proc.returncode != 0:
                 failures.append(f"docker compose up exited with {proc.returncode}")
@@ -203,7 +214,7 @@ class Transaction:
             self.resume_quiesced()
             j.step("probing")
             pause_point("probing")
-            failed = [r for r in probe_services(project, list(j.changes), self.rep) if not r.ok]
+            failed = [r for r in probe_services(project, list(j.changes), self.rep, since=since) if not r.ok]
             failures += [f"{r.service}: {r.detail}" for r in failed]
             judged = judged or any(r.detail != DOCKERD_GONE for r in failed)
         except BaseException as e:  # noqa: BLE001 - Ctrl-C included: it rolls back

@@ -55,3 +55,30 @@ def upgrade_up_args(args: list[str]) -> list[str]:
     if not any(k in opts for k in ("-d", "--detach", "--wait")):
         out.insert(0, "--detach")
     return ["--pull", "missing", *out]
+
+
+# strconv.ParseBool, which compose's boolean flags use: `--dry-run=<one of these>`.
+TRUE_WORDS = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+FALSE_WORDS = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+def is_dry_run(args: list[str], with_value: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether ``args`` (compose global options, or ``up``'s) ask for a dry run, in any spelling
+    compose accepts: ``--dry-run``, ``--dry-run=true``/``=1``/``=T`` …; the last one wins, and
+    ``--dry-run=false`` is no dry run. A value compose would refuse counts as a dry run:
+    compose then says what is wrong, and nothing is snapshotted. ``with_value``: the options
+    whose next word is their value (not an option)."""
+    dry = False
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            break
+        if a in with_value:
+            i += 2
+            continue
+        name, eq, value = a.partition("=")
+        if name == "--dry-run":
+            dry = not eq or value not in FALSE_WORDS
+        i += 1
+    return dry

@@ -50,6 +50,37 @@ def split_paths(label: str) -> list[str] | None:
     return found[0] if len(found) == 1 else None
 
 
+PIN_OVERLAY = "pins.applied.yaml"  # composeguard's own override file (pins.py), always the last -f
+PIN_HEADER = "# composeguard pins for project "
+
+
+def is_pin_overlay(path: str) -> bool:
+    """Whether ``path`` is composeguard's applied pin file: its name, in a state folder's
+    ``projects/<name>/``, and (when it still exists) its header. A run applies it with ``-f``,
+    so compose records it in the containers' config_files label with the user's files."""
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 3 or parts[-1] != PIN_OVERLAY or parts[-3] != "projects":
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith(PIN_HEADER)
+    except FileNotFoundError:
+        return True  # released since (unpin, or a digest that passed): still ours, not the user's
+    except OSError:
+        return False
+
+
+def without_pin_overlay(label: str) -> str:
+    """The config_files label without composeguard's pin overlay: it is not the user's compose
+    file, and passing it back would run the pinned digest for ever (``update --all`` would never
+    see a new one). composeguard adds it after the user's files, so it ends the label."""
+    head, sep, last = label.rpartition(",")
+    while sep and is_pin_overlay(last):
+        label = head
+        head, sep, last = label.rpartition(",")
+    return label
+
+
 def _one(values: set[str], what: str) -> tuple[str, str]:
     """The single value its containers agree on, or a problem line."""
     if len(values) > 1:
@@ -65,7 +96,11 @@ def started_project(name: str, containers: list[dict]) -> StartedProject:
     if not labels:
         sp.problem = "it has no containers but one-off runs"
         return sp
-    files_label, p1 = _one({lb.get(PREFIX + "project.config_files", "") for lb in labels}, "compose files")
+    # Compared without the pin overlay: after a rollback the pinned services' containers carry
+    # it and the rest of the unit (kept as they were) does not.
+    files_label, p1 = _one(
+        {without_pin_overlay(lb.get(PREFIX + "project.config_files", "")) for lb in labels}, "compose files"
+    )
     workdir, p2 = _one({lb.get(PREFIX + "project.working_dir", "") for lb in labels}, "working folders")
     env_label, p3 = _one({lb.get(PREFIX + "project.environment_file", "") for lb in labels}, "env files")
     if p1 or p2 or p3:

@@ -122,6 +122,11 @@ def _check(plan: ProvisionPlan, mapper: StorageMapper) -> None:
                 f"{m.path}: the copy needs {mib(m.size)}, {m.parent.name} has {mib(free)} free"
             )
         if m.parent.backend == "zfs":
+            from composeguard.mountns import namespace_problem
+
+            problem = namespace_problem(f"provisioning {m.path} (a new ZFS dataset)")
+            if problem:
+                plan.refusals.append(problem)
             plan.warnings.append(
                 f"{m.name} is a child of {m.parent.name}: snapshots of {m.parent.name} without -r "
                 f"(and replication without -R) no longer include its data"

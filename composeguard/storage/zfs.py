@@ -69,6 +69,16 @@ def local_properties(dataset: str) -> dict[str, str]:
     return props
 
 
+def _own_mountpoint(failed: str, txn: str) -> None:
+    """The failed dataset keeps a mountpoint set on the live one: give it one of its own, so that
+    `zfs mount` (to look at it) can never mount it over the live path."""
+    if zfs("get", "-H", "-o", "source", "mountpoint", failed).strip() != "local":
+        return  # inherited: the rename gave it a path of its own (<parent's>/<new name>)
+    mp, own = get(failed, "mountpoint"), f".{PREFIX}failed-{txn}"
+    if mp not in ("none", "legacy") and not mp.endswith(own):
+        zfs("set", f"mountpoint={mp.rstrip('/')}{own}", failed)
+
+
 def snapshot_name(dataset: str, txn: str) -> str:
     return f"{dataset}@{PREFIX}{txn}"
 
@@ -209,6 +219,8 @@ class ZfsBackend:
             and get(live, "mountpoint") not in ("none", "legacy")
         ):
             zfs("mount", live)
+        if exists(failed):
+            _own_mountpoint(failed, txn)
         if exists(failed) and get(failed, "readonly") != "on":
             zfs("set", "readonly=on", failed)
         return failed
@@ -301,6 +313,9 @@ class ZfsBackend:
 
     def destroy(self, name: str) -> None:
         """Release composeguard's hold and destroy one of its own snapshots."""
+        if "@" not in name and f".{PREFIX}failed-" in name.rsplit("/", 1)[-1]:
+            self._destroy_failed_dataset(name)
+            return
         if "@" not in name or not name.split("@", 1)[1].startswith(PREFIX):
             raise StorageError(f"refusing to destroy {name}: not a composeguard snapshot")
         if not exists(name):
@@ -324,3 +339,18 @@ class ZfsBackend:
             # what it can and destroys, or says why not.
             log.debug("%s was only marked for destruction; trying zfs destroy", name)
             zfs("destroy", name)
+
+    @staticmethod
+    def _destroy_failed_dataset(name: str) -> None:
+        """Destroy the failed state a whole restore kept (``<dataset>.composeguard-failed-<txn>``):
+        never when it holds a snapshot composeguard did not make (an auto-snapshot taken during
+        the upgrade) or a child dataset."""
+        if not exists(name):
+            return
+        rows = zfs("list", "-H", "-r", "-t", "all", "-o", "name", name).split()
+        foreign = [r for r in rows if r != name and not ("@" in r and r.split("@", 1)[1].startswith(PREFIX))]
+        if foreign:
+            raise StorageError(f"refusing to destroy {name}: it holds {foreign[0]}, not made by composeguard")
+        for snap in (r for r in rows if "@" in r):
+            zfs("release", HOLD_TAG, snap, check=False)
+        zfs("destroy", "-r", name)

@@ -233,3 +233,23 @@ def test_pinned_projects(state_dir):
         p.save()
     PinFile("nopins")  # a project folder without a pin file
     assert pinned_projects(state_dir) == ["alpha", "zeta"]
+
+
+def test_no_stale_overlay_once_pins_are_gone(state_dir):
+    """unpin (or a released pin) leaves no applied overlay behind for compose to pick up."""
+    pins = PinFile("shop")
+    pins.pin("app", OLD, "t1", BAD1, "x")
+    pins.save()
+    pins.applied_file({"app"})
+    assert pins.applied_path.exists()
+    assert pins.unpin("app", "by hand")
+    pins.save()
+    assert not pins.applied_path.exists() and not pins.path.exists()
+
+
+def test_an_overlay_for_pins_that_no_longer_apply_is_removed(state_dir):
+    pins = PinFile("shop")
+    pins.pin("app", OLD, "t1", BAD1, "x")
+    pins.applied_file({"app"})
+    assert pins.without({"app"}).applied_file({"app"}) == []
+    assert not pins.applied_path.exists()

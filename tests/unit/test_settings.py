@@ -67,10 +67,11 @@ def test_project_settings_all_keys():
             "retention": 7,
             "min_free": "2G",
             "btrfs_snapshot_dir": "/mnt/pool/.snaps",
+            "keep_rollbacks": 5,
         },
         "the project",
     )
-    assert p == ProjectSettings(300.0, 0.0, "allow", False, 7, "2G", "/mnt/pool/.snaps")
+    assert p == ProjectSettings(300.0, 0.0, "allow", False, 7, "2G", "/mnt/pool/.snaps", keep_rollbacks=5)
 
 
 # -- validation -----------------------------------------------------------------------------

@@ -92,3 +92,30 @@ def test_gone_files_folder_or_env_file_are_reported(tmp_path):
     gone_env = container("app", a, str(tmp_path), env="/nope.env")
     assert "env files" in started_project("shop", [gone_env]).problem
     assert "one-off" in started_project("shop", [container("app", a, str(tmp_path), oneoff=True)]).problem
+
+
+def pin_overlay(state: Path, project: str = "shop", exists: bool = True, header: bool = True) -> str:
+    f = state / "projects" / project / "pins.applied.yaml"
+    if exists:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(("# composeguard pins for project shop.\n" if header else "") + "services: {}\n")
+    return str(f)
+
+
+def test_the_pin_overlay_is_not_passed_back_as_a_compose_file(tmp_path):
+    """After a rollback the pinned containers were created with composeguard's applied pin
+    file; update --all must run the project on the user's files alone (the pin is applied, or
+    lifted, by composeguard itself), or the service stays on the pinned digest for ever."""
+    [a] = make(tmp_path, "srv/compose.yaml")
+    d = str(tmp_path / "srv")
+    for overlay in (pin_overlay(tmp_path / "state"), pin_overlay(tmp_path / "gone", exists=False)):
+        sp = started_project("shop", [container("app", f"{a},{overlay}", d), container("db", a, d)])
+        assert sp.problem == ""  # db was kept as it was by the rollback: same user files
+        assert sp.global_args == ["-p", "shop", "--project-directory", d, "-f", a]
+
+
+def test_a_users_file_that_merely_has_the_name_is_kept(tmp_path):
+    [a] = make(tmp_path, "srv/compose.yaml")
+    theirs = pin_overlay(tmp_path / "mine", header=False)
+    sp = started_project("shop", [container("app", f"{a},{theirs}", str(tmp_path / "srv"))])
+    assert sp.global_args[-2:] == ["-f", theirs]

@@ -6,6 +6,7 @@ phase was written before its command ran. The lab tests (tests/lab) run the real
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from composeguard import execute, rollback, transaction
+from composeguard import execute, rollback, state, transaction
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
-from composeguard.errors import GuardError, RolledBack, StorageError
+from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
 from composeguard.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
 from composeguard.pins import PinFile
 from composeguard.planner import Change
@@ -59,6 +60,17 @@ class World:
         self.probe_ok = [False]  # successive probe verdicts for app (the last one repeats)
         self.fail_snapshot: BaseException | None = None
         self.fail_up: BaseException | None = None
+        self.fill_disk_at: str | None = None  # "snapshot" or "up": the state dir is full from then on
+        self.disk_full = False
+        real_write = state._write_atomic
+
+        def write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+            if self.disk_full and not str(path).startswith(str(self.spare)):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            real_write(path, data, mode)
+
+        self.spare = Path("/nonexistent")  # the fixture sets the tmpfs stand-in
+        monkeypatch.setattr(state, "_write_atomic", write)
         monkeypatch.setattr(execute, "run", self.run)
         monkeypatch.setattr(transaction, "probe_services", self.probe)
         monkeypatch.setattr(rollback, "probe_services", self.probe)
@@ -72,6 +84,8 @@ class World:
         if argv[1:2] == ["compose"]:
             i = next(n for n, a in enumerate(argv) if a in ("stop", "pause", "unpause", "start", "up"))
             self.log.append((" ".join(argv[i:]), self.phase()))
+            if argv[i] == "up" and self.fill_disk_at == "up":
+                self.fill_disk_at, self.disk_full = None, True
             if argv[i] == "up" and self.fail_up is not None:  # the first `up` only: the new version
                 e, self.fail_up = self.fail_up, None
                 raise e
@@ -79,7 +93,7 @@ class World:
             return subprocess.CompletedProcess(argv, 0, "", "")
         return subprocess.CompletedProcess(argv, 0, "[]", "")
 
-    def probe(self, project, services, rep) -> list[ProbeResult]:
+    def probe(self, project, services, rep, since=None) -> list[ProbeResult]:
         self.log.append((f"probe {' '.join(services)}", self.phase()))
         ok = self.probe_ok.pop(0) if len(self.probe_ok) > 1 else self.probe_ok[0]
         return [ProbeResult(s, ok, "healthy" if ok else "unhealthy", 0.1) for s in services]
@@ -87,6 +101,8 @@ class World:
     # the storage backend
     def snapshot(self, group, tags, on_each=None) -> list[Snapshot]:
         self.log.append(("snapshot " + " ".join(d.name for d in group), self.phase()))
+        if self.fill_disk_at == "snapshot":
+            self.disk_full = True
         if self.fail_snapshot is not None:
             raise self.fail_snapshot
         snaps = [Snapshot(d, f"/pool/.snaps/{tags.txn}/pre/{d.name}") for d in group]
@@ -105,7 +121,10 @@ class World:
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setenv("COMPOSEGUARD_STATE_DIR", str(tmp_path / "state"))
-    return World(monkeypatch)
+    monkeypatch.setattr(rollback, "SPARE_DIR", str(tmp_path / "run"))
+    w = World(monkeypatch)
+    w.spare = tmp_path / "run"
+    return w
 
 
 def start(world: World) -> transaction.Transaction:
@@ -161,7 +180,7 @@ def test_snapshot_failure_restarts_what_was_stopped_and_changes_nothing(world: W
     assert world.log == [
         ("stop app", "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
-        ("start app", "aborting"),
+        ("start app", "quiescing"),  # restarted before anything is written (the disk may be full)
     ]
     assert Journal.load("shop", world.journal.id).outcome == ABORTED
     assert PinFile("shop").pins == {}
@@ -177,3 +196,53 @@ def test_an_interruption_rolls_back_without_a_verdict(world: World) -> None:
     assert j.outcome == ROLLED_BACK and not j.judged_bad
     pin = PinFile("shop").pins["app"]
     assert pin.image == OLD and pin.bad == [], "an interruption pins the old digest, quarantines nothing"
+
+
+def test_a_full_disk_after_the_snapshots_still_ends_on_the_old_version(world: World) -> None:
+    """The journal cannot be written from the snapshot on (no reserve left either): the
+    rollback still restores and starts the old version, on a pin overlay written to the spare
+    folder, and ends in exit 4 saying exactly what could not be recorded."""
+    world.probe_ok = [False, True]
+    world.fill_disk_at = "up"
+    with pytest.raises(RollbackFailed, match="finished .*app back on the old digest.*could not be written.*No sp"):
+        start(world).run()
+    ran = [c for c, _ in world.log]
+    assert ran == [
+        "stop app", "snapshot /pool/shop-app", UP, "probe app", "stop app db", "restore /pool/shop-app",
+        "up --detach --no-recreate --no-deps --pull missing --no-build db",
+        "up --detach --force-recreate --no-deps --pull missing --no-build app", "probe app",
+    ]
+    assert (world.spare / "projects" / "shop" / "pins.applied.yaml").exists()
+
+
+def test_a_full_disk_uses_the_reserve(world: World) -> None:
+    """With the state dir's reserve in place, the first failed write frees it and the
+    rollback is recorded as usual (exit 3)."""
+    world.probe_ok = [False, True]
+    txn = start(world)
+    state.make_reserve()
+    reserve = state.state_dir() / state.RESERVE_NAME
+    assert reserve.stat().st_size == state.RESERVE_BYTES
+    real = state.release_reserve
+
+    def release() -> bool:
+        world.disk_full = False  # what deleting the reserve does on a real full disk
+        return real()
+
+    world.fill_disk_at = "up"
+    state.release_reserve = release  # type: ignore[assignment]
+    try:
+        with pytest.raises(RolledBack):
+            txn.run()
+    finally:
+        state.release_reserve = real  # type: ignore[assignment]
+    assert not reserve.exists()
+    assert Journal.load("shop", world.journal.id).outcome == ROLLED_BACK
+
+
+def test_a_journal_that_cannot_be_written_still_restarts_the_stopped(world: World) -> None:
+    world.fill_disk_at = "snapshot"
+    world.fail_snapshot = StorageError("the pool is full")
+    with pytest.raises(GuardError, match="nothing was changed.*journal could not be written"):
+        start(world).run()
+    assert [c for c, _ in world.log] == ["stop app", "snapshot /pool/shop-app", "start app"]
