@@ -204,7 +204,8 @@ def test_a_full_disk_after_the_snapshots_still_ends_on_the_old_version(world: Wo
     folder, and ends in exit 4 saying exactly what could not be recorded."""
     world.probe_ok = [False, True]
     world.fill_disk_at = "up"
-    with pytest.raises(RollbackFailed, match="finished .*app back on the old digest.*could not be written.*No sp"):
+    expected = "finished .*app back on the old digest.*could not be written.*No space"
+    with pytest.raises(RollbackFailed, match=expected):
         start(world).run()
     ran = [c for c, _ in world.log]
     assert ran == [
