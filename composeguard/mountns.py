@@ -87,9 +87,9 @@ def _why_separate() -> str:
             "ProtectHome=, ReadWritePaths=, Protect{KernelTunables,KernelModules,KernelLogs,"
             "ControlGroups}= …): remove those options (README: The nightly job)"
         )
-    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
-        return "it runs in a container: run it on the host"
-    return "it runs in a mount namespace of its own (unshare --mount?): run it in the host's"
+    if _namespace("self") != _namespace(1):
+        return "it runs in a mount namespace of its own (unshare --mount?): run it in the host's"
+    return "dockerd runs in a mount namespace of its own (a sandboxed docker.service?)"
 
 
 def namespace_problem(what: str) -> str:

@@ -108,6 +108,7 @@ def test_a_full_state_disk_after_the_snapshots_still_ends_on_the_old_version(
         p.state = state
         p.env = {**p.env, "COMPOSEGUARD_STATE_DIR": str(state)}
         vol = deploy(p)
+        before = tree(vol)
         v1 = p.running_digests("app")[0]
         p.push("lab/app:v2", "app")
         marker = tmp_path / "paused"
@@ -123,7 +124,7 @@ def test_a_full_state_disk_after_the_snapshots_still_ends_on_the_old_version(
         assert proc.returncode == 3, err
         assert "using the reserve" in err
         assert v1 in p.running_digests("app")
-        assert tree(vol) == DATA
+        assert tree(vol) == before
         assert p.history()[-1]["outcome"] == "rolled-back"
     finally:
         (state / "filler").unlink(missing_ok=True)
@@ -134,6 +135,7 @@ def test_a_full_state_disk_after_the_snapshots_still_ends_on_the_old_version(
 def test_a_global_dry_run_in_any_spelling_changes_nothing(lab_project: LabProject) -> None:
     p = lab_project
     vol = deploy(p)
+    before = tree(vol)
     v1 = p.running_digests("app")[0]
     p.push("lab/app:v2", "app")
     for spelling in ("--dry-run", "--dry-run=true", "--dry-run=1", "--dry-run=True"):
@@ -144,4 +146,4 @@ def test_a_global_dry_run_in_any_spelling_changes_nothing(lab_project: LabProjec
     assert p.history() == []
     assert p.snapshots() == []
     assert v1 in p.running_digests("app")
-    assert tree(vol) == DATA
+    assert tree(vol) == before
