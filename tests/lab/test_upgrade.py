@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import FAST, STORAGE, ZFS_POOL, LabProject, one_line, same_on_zfs, tree
+from tests.lab.labproject import (
+    FAST,
+    STORAGE,
+    ZFS_POOL,
+    LabProject,
+    composeguard_bin,
+    one_line,
+    run,
+    same_on_zfs,
+    tree,
+    zfs,
+)
 from tests.lab.labproject import app_service as lab_app_service
 
 pytestmark = pytest.mark.lab
@@ -74,6 +85,20 @@ def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
         assert v1 in p.running_digests("app")
         # ... while plain docker compose would start the bad image again.
         assert p.compose(*RUN_VERSION).stdout.strip() == "v2"
+    if STORAGE == "zfs":
+        # The failed dataset has a mountpoint of its own: `zfs mount` to look at it can never
+        # cover the live path.
+        assert zfs("get", "-H", "-o", "value", "mountpoint", txn["failed_states"][0]).strip() != str(vol)
+        # A sandboxed unit's mount namespace (what systemd's PrivateTmp=, ProtectSystem= …
+        # give): a whole ZFS restore would mount where dockerd cannot see; refused at plan
+        # time, before anything stops.
+        running, n = p.container("app")["Id"], len(p.history())
+        p.push("lab/app:v3", "app")
+        r = run(["unshare", "--mount", "--propagation", "slave", composeguard_bin(), "up", "-d", "--pull",
+                 "always"], cwd=p.dir, env=p.env)
+        one_line(r, 2, "not in dockerd's mount namespace", "Nothing was changed", alone=False)
+        assert p.container("app")["Id"] == running and len(p.history()) == n
+        assert tree(vol) == before
     p.compose("up", "-d")
     assert v2 in p.running_digests("app")
 

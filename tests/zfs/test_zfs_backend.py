@@ -120,6 +120,49 @@ def test_restore_keeps_foreign_snapshots_failed_state_and_local_properties(datas
     assert (mp / "db.txt").read_text() == "before\n"
 
 
+def test_the_failed_dataset_gets_its_own_mountpoint_and_retention_releases_it(datasets, tmp_path) -> None:
+    """A dataset with a local mountpoint (how most guides set one up): the failed state kept by
+    a whole restore must not be mountable over the live path, and releasing a rollback (its
+    failed dataset first, then the pre-upgrade snapshot it is a clone of) destroys both."""
+    live_mp = tmp_path / "live app"
+    datasets("app", {"db.txt": "before\n"}, "-o", f"mountpoint={live_mp}")
+    be = backend()
+    (snap,) = be.snapshot([be.dataset_for(str(live_mp))], tags("T4"))
+    (live_mp / "db.txt").write_text("after a bad migration\n")
+
+    failed = be.restore(snap, "T4")
+
+    own = Path(get(failed, "mountpoint"))
+    assert own == Path(f"{live_mp}.composeguard-failed-T4")
+    assert get(failed, "canmount") == "noauto" and get(failed, "mounted") == "no"
+    zfs("mount", failed)  # the README's "zfs mount it to look"
+    try:
+        assert (own / "db.txt").read_text() == "after a bad migration\n"
+        assert (live_mp / "db.txt").read_text() == "before\n"
+    finally:
+        zfs("unmount", failed)
+    assert be.restore(snap, "T4") == failed and Path(get(failed, "mountpoint")) == own  # idempotent
+
+    be.destroy(failed)
+    be.destroy(snap.name)
+    names = zfs("list", "-H", "-o", "name", "-t", "all").split()
+    assert failed not in names and snap.name not in names
+    assert (live_mp / "db.txt").read_text() == "before\n"
+
+
+def test_retention_keeps_a_failed_dataset_holding_a_foreign_snapshot(datasets) -> None:
+    from composeguard.errors import StorageError
+
+    ds = datasets("app", {"db.txt": "before\n"})
+    be = backend()
+    (snap,) = be.snapshot([be.dataset_for(get(ds, "mountpoint"))], tags("T5"))
+    zfs("snapshot", f"{ds}@autosnap_03:00")  # taken during the upgrade: moves to the failed dataset
+    failed = be.restore(snap, "T5")
+    with pytest.raises(StorageError, match="not made by composeguard"):
+        be.destroy(failed)
+    assert f"{failed}@autosnap_03:00" in zfs("list", "-H", "-o", "name", "-t", "snapshot").split()
+
+
 def test_destroy_refuses_snapshots_composeguard_did_not_make(datasets) -> None:
     from composeguard.errors import StorageError
 
