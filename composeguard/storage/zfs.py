@@ -79,6 +79,24 @@ def _own_mountpoint(failed: str, txn: str) -> None:
         zfs("set", f"mountpoint={mp.rstrip('/')}{own}", failed)
 
 
+def kept_by_composeguard(pool: str) -> str:
+    """What composeguard's own kept snapshots and failed datasets hold in ``pool``, for the
+    free-space refusal: the space a lower ``retention``/``keep_rollbacks`` would give back."""
+    out = zfs("list", "-H", "-p", "-r", "-t", "all", "-o", "name,used", pool, check=False)
+    held, count = 0, 0
+    for line in out.splitlines():
+        name, _, used = line.partition("\t")
+        ours = f"@{PREFIX}" in name if "@" in name else f".{PREFIX}failed-" in name.rsplit("/", 1)[-1]
+        if ours:
+            held, count = held + int(used or 0), count + 1
+    if not count:
+        return ""
+    return (
+        f"; composeguard's kept snapshots and failed states hold {held >> 20} MiB of it ({count}): "
+        f"lower retention / keep_rollbacks to keep fewer"
+    )
+
+
 def snapshot_name(dataset: str, txn: str) -> str:
     return f"{dataset}@{PREFIX}{txn}"
 
@@ -128,7 +146,7 @@ class ZfsBackend:
             if avail < need:
                 raise StorageError(
                     f"the ZFS pool {pool} has only {avail >> 20} MiB available "
-                    f"(composeguard wants {min_free} free before snapshotting)"
+                    f"(composeguard wants {min_free} free before snapshotting){kept_by_composeguard(pool)}"
                 )
 
     # -- snapshot --------------------------------------------------------------------------
