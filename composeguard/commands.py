@@ -75,9 +75,7 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
 def history_command(project: str, as_json: bool) -> None:
     journals = Journal.all(project)
     if as_json:
-        from dataclasses import asdict
-
-        click.echo(json.dumps([asdict(j) for j in journals], indent=2))
+        click.echo(json.dumps([j.to_json() for j in journals], indent=2))
         return
     if not journals:
         click.echo(f"no transactions for project {project}")

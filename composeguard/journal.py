@@ -106,9 +106,13 @@ class Journal:
         make_private_dir(d)
         return d
 
-    def save(self) -> None:
+    def to_json(self) -> dict[str, Any]:
+        """What is written to disk (and shown by ``history --json``): not the run's own flags."""
         fields_ = self.__dataclass_fields__
-        doc = {k: v for k, v in asdict(self).items() if not fields_[k].metadata.get("transient")}
+        return {k: v for k, v in asdict(self).items() if not fields_[k].metadata.get("transient")}
+
+    def save(self) -> None:
+        doc = self.to_json()
         try:
             write_json(self.path, doc)
         except OSError as e:
