@@ -116,8 +116,11 @@ def update_command(
         if as_json:
             click.echo(json.dumps([asdict(r)], indent=2))
         return r.exit_code
-    if services or global_args:
-        raise GuardError("update --all takes no services and no compose options", exit_code=ExitCode.USAGE)
+    dry = [a for a in global_args if a.partition("=")[0] == "--dry-run"]  # passed on to each project
+    if services or len(dry) != len(global_args):
+        raise GuardError(
+            "update --all takes no services and no compose options but --dry-run", exit_code=ExitCode.USAGE
+        )
     from composeguard.compose.started import host_projects
 
     results: list[ProjectResult] = []
@@ -130,7 +133,7 @@ def update_command(
                 name, int(ExitCode.USAGE), f"not updated: {sp.problem}; nothing was changed", outcome="error"
             )
         else:
-            r = update_one(sp.global_args, sp.services, allow_unprotected, rep, name, deployed=True)
+            r = update_one([*dry, *sp.global_args], sp.services, allow_unprotected, rep, name, deployed=True)
         results.append(r)
         if r.message and not as_json:
             click.echo(f"composeguard: {name}: {r.message}", err=True)

@@ -143,6 +143,8 @@ def test_a_global_dry_run_in_any_spelling_changes_nothing(lab_project: LabProjec
             r = p.cg(spelling, *command)
             assert r.returncode == 0, (spelling, command, r.stderr)
             assert "DRY-RUN" in r.stdout + r.stderr, (spelling, command)
+        r = run([composeguard_bin(), spelling, "update", "--all", "--filter", p.name], env=p.env, cwd="/")
+        assert r.returncode == 0 and "DRY-RUN" in r.stdout + r.stderr, (spelling, r.stderr)
     assert p.history() == []
     assert p.snapshots() == []
     assert v1 in p.running_digests("app")
