@@ -22,8 +22,9 @@ step "lint (ruff)"
 step "unit tests (no root, no Docker needed)"
 .venv/bin/python -m pytest -q -m "not lab and not zfs" tests
 
-step "package: build the sdist and wheel, twine check, install the wheel in a fresh venv"
+step "package: build the sdist and wheel, twine check, install the wheel (a fresh venv; pipx as README says), systemd-analyze verify the units"
 bash lab/package-check.sh
+bash lab/units-check.sh
 
 step "end-to-end tests on the lab (real dockerd, registry, Btrfs)"
 COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q --durations=15 -m lab tests
