@@ -91,11 +91,11 @@ def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
         assert zfs("get", "-H", "-o", "value", "mountpoint", txn["failed_states"][0]).strip() != str(vol)
         # A sandboxed unit's mount namespace (what systemd's PrivateTmp=, ProtectSystem= …
         # give): a whole ZFS restore would mount where dockerd cannot see; refused at plan
-        # time, before anything stops.
+        # time, before anything stops. (`update`: it tries the pinned service's new digest.)
         running, n = p.container("app")["Id"], len(p.history())
         p.push("lab/app:v3", "app")
-        r = run(["unshare", "--mount", "--propagation", "slave", composeguard_bin(), "up", "-d", "--pull",
-                 "always"], cwd=p.dir, env=p.env)
+        r = run(["unshare", "--mount", "--propagation", "slave", composeguard_bin(), "update"],
+                cwd=p.dir, env=p.env)
         one_line(r, 2, "not in dockerd's mount namespace", "Nothing was changed", alone=False)
         assert p.container("app")["Id"] == running and len(p.history()) == n
         assert tree(vol) == before
