@@ -99,6 +99,7 @@ def test_seed_story_failed_upgrade_rolls_back(lab_project: LabProject) -> None:
         one_line(r, 2, "not in dockerd's mount namespace", "Nothing was changed", alone=False)
         assert p.container("app")["Id"] == running and len(p.history()) == n
         assert tree(vol) == before
+        p.push("lab/app:v2", "app")  # the tag back on the bad image for the last check
     p.compose("up", "-d")
     assert v2 in p.running_digests("app")
 
