@@ -78,5 +78,7 @@ def pinned_command(global_args: list[str], command: str, args: list[str]) -> lis
         return [*global_args, command, *args]
     log.info("%s: pins applied (%s)", command, ", ".join(sorted(pins.pins)))
     base = project.compose_args(pin_files)
-    base = [a for a in global_args if a.partition("=")[0] == "--dry-run" and a not in base] + base
+    from composeguard.upargs import dry_run_options
+
+    base = dry_run_options(global_args, base) + base
     return [*base, command, *args]

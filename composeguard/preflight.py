@@ -21,7 +21,13 @@ from composeguard.report import Reporter, mib, short
 from composeguard.rollback import backends_for, refuse_if_unfinished
 from composeguard.storage.base import by_backend
 from composeguard.transaction import Transaction
-from composeguard.upargs import UP_OPTIONS_WITH_VALUE, is_dry_run, parse_up_args, upgrade_up_args
+from composeguard.upargs import (
+    UP_OPTIONS_WITH_VALUE,
+    dry_run_options,
+    is_dry_run,
+    parse_up_args,
+    upgrade_up_args,
+)
 
 log = logging.getLogger("composeguard.preflight")
 
@@ -160,15 +166,16 @@ def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> N
     if dry or "--no-recreate" in opts:
         base = project.compose_args(pin_files) if pin_files else req.global_args
         if pin_files:  # the user's own spelling of the global option, in front of the files
-            base = [a for a in req.global_args if a.partition("=")[0] == "--dry-run" and a not in base] + base
+            base = dry_run_options(req.global_args, base) + base
         raise ExecInstead([*base, "up", *req.up_args])
 
 
 def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     pins = PinFile(project.name)
-    _not_an_upgrade(project, req, pins.applied_file(set(project.services)))
+    applied = pins.applied_file(set(project.services))
+    _not_an_upgrade(project, req, applied)
     if req.command == "update" and is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE):
-        return _dry_run_update(project, req, pins.applied_file(set(project.services)), rep)
+        return _dry_run_update(project, req, applied, rep)
     scope = scope_of(project, req.services, req.no_deps)
     running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]

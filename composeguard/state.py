@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import re
 import secrets
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from composeguard.errors import ConfigError, GuardError
+
+log = logging.getLogger("composeguard.state")
 
 DEFAULT_STATE_DIR = "/var/lib/composeguard"
 _SAFE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -70,12 +73,19 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
     try:
         _write_atomic(path, data, mode)
     except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT) or path.name == RESERVE_NAME or not release_reserve():
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT) and path.name != RESERVE_NAME
+        if not (full and _in_state_dir(path) and release_reserve()):
             raise
-        import logging
-
-        logging.getLogger("composeguard.state").warning("%s: %s; using the reserve", path, e.strerror)
+        log.warning("%s: %s; using the reserve", path, e.strerror)
         _write_atomic(path, data, mode)
+
+
+def _in_state_dir(path: Path) -> bool:
+    """The reserve frees room on the state dir's filesystem only (not, say, a metrics folder)."""
+    try:
+        return state_dir() in path.parents
+    except ConfigError:
+        return False
 
 
 def _write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
@@ -136,9 +146,7 @@ def make_reserve() -> None:
         write_atomic(path, os.urandom(RESERVE_BYTES))
     except OSError as e:
         path.unlink(missing_ok=True)
-        import logging
-
-        logging.getLogger("composeguard.state").debug("no reserve in the state dir: %s", e)
+        log.debug("no reserve in the state dir: %s", e)
 
 
 def release_reserve() -> bool:

@@ -82,3 +82,9 @@ def is_dry_run(args: list[str], with_value: frozenset[str] | set[str] = frozense
             dry = not eq or value not in FALSE_WORDS
         i += 1
     return dry
+
+
+def dry_run_options(args: list[str], already: list[str] | None = None) -> list[str]:
+    """The ``--dry-run`` words of ``args`` as the user spelled them (not those in ``already``):
+    what composeguard puts back in front of compose arguments it builds itself."""
+    return [a for a in args if a.partition("=")[0] == "--dry-run" and a not in (already or [])]

@@ -116,7 +116,9 @@ def update_command(
         if as_json:
             click.echo(json.dumps([asdict(r)], indent=2))
         return r.exit_code
-    dry = [a for a in global_args if a.partition("=")[0] == "--dry-run"]  # passed on to each project
+    from composeguard.upargs import dry_run_options
+
+    dry = dry_run_options(global_args)  # passed on to each project
     if services or len(dry) != len(global_args):
         raise GuardError(
             "update --all takes no services and no compose options but --dry-run", exit_code=ExitCode.USAGE
