@@ -24,6 +24,7 @@ from composeguard.report import Reporter, mib, short
 from composeguard.storage.base import Backend, Dataset, Snapshot
 from composeguard.storage.mounts import read_mounts
 from composeguard.storage.pathrestore import cleanup, restore_paths
+from composeguard.upargs import rollback_up_options
 
 log = logging.getLogger("composeguard.rollback")
 
@@ -123,7 +124,9 @@ def roll_back(
             if c.service in j.changes:
                 docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))
         j.step("stopping-unit")
-        docker.compose(project, ["stop", *j.unit], extra_files=_overlay(pins, project), capture=True)
+        # the unit, and what is held around it (a `rollback TXN` days later finds them running:
+        # their writes into a restored service must not be lost)
+        docker.compose(project, ["stop", *j.unit, *j.held], extra_files=_overlay(pins, project), capture=True)
         j.step("restoring")
         pause_point("restoring")
         failed_states = []
@@ -165,15 +168,22 @@ def roll_back(
         if others:
             docker.compose(
                 project,
-                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build", *others],
+                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build",
+                 *rollback_up_options(j.up_args, others, recreate=False), *others],
                 extra_files=pin_files,
             )
         docker.compose(
             project,
             ["up", "--detach", "--force-recreate", "--no-deps", "--pull", "missing", "--no-build",
-             *sorted(j.changes)],
+             *rollback_up_options(j.up_args, sorted(j.changes), recreate=True), *sorted(j.changes)],
             extra_files=pin_files,
         )
+        if j.held:  # the very containers that were stopped, on the restored data
+            docker.compose(
+                project,
+                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build", *j.held],
+                extra_files=pin_files,
+            )
         j.step("reprobing")
         results = probe_services(project, list(j.changes), rep, since=since)
         bad = [r for r in results if not r.ok]

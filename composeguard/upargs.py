@@ -1,5 +1,5 @@
-"""The arguments of ``up``: which are services, which are options, and the form composeguard
-runs the new version with."""
+"""The arguments of ``up``: which are services, which are options, the form composeguard runs
+the new version with, and what of it the rollback repeats when it starts the old version."""
 
 from __future__ import annotations
 
@@ -88,3 +88,125 @@ def dry_run_options(args: list[str], already: list[str] | None = None) -> list[s
     """The ``--dry-run`` words of ``args`` as the user spelled them (not those in ``already``):
     what composeguard puts back in front of compose arguments it builds itself."""
     return [a for a in args if a.partition("=")[0] == "--dry-run" and a not in (already or [])]
+
+
+# The one-letter options of `docker compose up` (pflag lets them be clustered: `-dV`, `-dt5`),
+# by long name; only -t takes a value.
+UP_SHORT = {"d": "--detach", "t": "--timeout", "V": "--renew-anon-volumes", "w": "--watch", "y": "--yes"}
+
+
+def up_tokens(args: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]:
+    """``up`` arguments as pflag reads them: ([(long option name, its value or None)], service
+    names). Clusters of one-letter options are split (``-dVt5`` is -d, -V, -t 5), a value
+    attached with ``=`` is taken off, and everything after ``--`` is a service name."""
+    opts: list[tuple[str, str | None]] = []
+    services: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "--":
+            services += args[i:]
+            break
+        if a.startswith("--"):
+            name, eq, value = a.partition("=")
+            if eq:
+                opts.append((name, value))
+            elif name in UP_OPTIONS_WITH_VALUE:
+                opts.append((name, args[i] if i < len(args) else ""))
+                i += 1
+            else:
+                opts.append((name, None))
+        elif a.startswith("-") and len(a) > 1:
+            letters = a[1:]
+            for n, letter in enumerate(letters):
+                name = UP_SHORT.get(letter)
+                if name is None:  # not an option of up: keep the whole word, unknown
+                    opts.append((a, None))
+                    break
+                if name in UP_OPTIONS_WITH_VALUE:
+                    rest = letters[n + 1 :]
+                    if rest:
+                        opts.append((name, rest.removeprefix("=")))
+                    else:
+                        opts.append((name, args[i] if i < len(args) else ""))
+                        i += 1
+                    break
+                opts.append((name, None))
+        else:
+            services.append(a)
+    return opts, services
+
+
+def _flag_on(value: str | None) -> bool:
+    """A boolean option given as ``--x`` or ``--x=<ParseBool word>``: whether it is set."""
+    return value is None or value in TRUE_WORDS
+
+
+def rollback_up_options(up_args: list[str], services: list[str], *, recreate: bool) -> list[str]:
+    """The options of the journal's ``up_args`` (the upgrade's own ``up`` line) that the
+    rollback's ``docker compose up`` of ``services`` must repeat, so that the old version comes
+    back in the shape the user asked for; roll_back() sets the rest itself (``--detach``,
+    ``--no-deps``, ``--pull missing``, ``--no-build`` and ``--force-recreate`` for the changed
+    services, ``--no-recreate`` for the rest of the unit). ``recreate``: the call recreates its
+    containers (the changed services) rather than starting the stopped ones as they were.
+
+    Kept:
+
+    * ``--scale S=N``, for the services of this call only: without it compose converges to
+      the compose file's scale, so the old version of ``up --scale web=3`` came back as one
+      container (and a dependency scaled up by the upgrade lost its extra replicas). A scale of
+      a service outside the call is left out: the rollback touches nothing outside its unit,
+      and compose may refuse a service the call does not select.
+    * ``-t/--timeout N`` (the last one): how long the old containers get to stop cleanly.
+    * ``-V/--renew-anon-volumes``, when the call recreates. With ``up -V`` the new version
+      got fresh anonymous volumes: the old ones were left behind, unattached, holding the
+      old version's data (restored from the snapshot if they were snapshotted, see
+      storage/resolve.py: the mapper finds anonymous volumes from the container's mounts, so
+      it saw the old version's). Compose cannot attach those again; what it can do is either
+      carry over the anonymous volumes of the container it replaces (without -V: the new
+      version's, populated from the new image, written to by the failed version and never
+      snapshotted) or make fresh ones from the old image (with -V). The second is right: the
+      user said the anonymous volumes are to be made anew from the image that runs, and the
+      old version must not run on what the failed one left, which is kept unattached as
+      part of the failed state. (The first call, ``--no-recreate``, leaves out -V: compose
+      refuses the pair, and those containers were not recreated by the upgrade, so their
+      anonymous volumes are the snapshotted ones.)
+    * ``--quiet-pull``: output only (the old digest may have to be pulled again).
+
+    Left out: the services the user named (the rollback names its own); ``--pull``,
+    ``--build``/``--no-build`` (the old digest is never built: ``--build`` with the
+    rollback's ``--no-build`` is refused), ``--force-recreate``/``--no-recreate``/
+    ``--always-recreate-deps``/``--no-deps`` (the rollback decides what is recreated: a
+    dependency never is, and compose refuses ``--always-recreate-deps`` with
+    ``--no-recreate``); ``--remove-orphans`` (outside the unit; the upgrade removed them
+    already); ``--wait``/``--wait-timeout`` (the rollback's own probe waits, within its
+    deadline, before composeguard returns); ``--no-start`` (the old version must run);
+    ``-y/--yes`` (never answer yes for the user on the way back: compose asks it before
+    recreating a volume whose configuration changed); ``--dry-run``; and every option of an
+    attached ``up`` (``--attach``, ``--no-attach``, ``--attach-dependencies``,
+    ``--abort-on-container-exit|failure``, ``--exit-code-from``, ``--watch``, ``--menu``,
+    ``--timestamps``, ``--no-color``, ``--no-log-prefix``), which compose refuses with
+    ``--detach``. An option composeguard does not know is left out too: a restart that compose
+    refuses would leave the unit down (exit 4), while a lost option only changes a detail."""
+    opts, _ = up_tokens(up_args)
+    wanted = set(services)
+    scales: list[str] = []
+    timeout: str | None = None
+    renew = quiet_pull = False
+    for name, value in opts:
+        if name == "--scale" and value and value.partition("=")[0] in wanted:
+            scales += ["--scale", value]
+        elif name == "--timeout":
+            timeout = value if value is not None and value.lstrip("-").isdigit() else None
+        elif name == "--renew-anon-volumes":
+            renew = _flag_on(value)
+        elif name == "--quiet-pull":
+            quiet_pull = _flag_on(value)
+    out = scales + (["--timeout", timeout] if timeout is not None else [])
+    if renew and recreate:
+        out.append("--renew-anon-volumes")
+    if quiet_pull:
+        out.append("--quiet-pull")
+    return out
+

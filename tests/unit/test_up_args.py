@@ -1,10 +1,11 @@
-"""The user's `up` arguments: finding the services, and the upgrade's own `up` line."""
+"""The user's `up` arguments: finding the services, the upgrade's own `up` line, and what of it
+the rollback's restart of the old version keeps."""
 
 from __future__ import annotations
 
 import pytest
 
-from composeguard.upargs import parse_up_args, upgrade_up_args
+from composeguard.upargs import parse_up_args, rollback_up_options, upgrade_up_args
 
 
 @pytest.mark.parametrize(
@@ -83,3 +84,86 @@ def test_upgrade_does_not_modify_its_input():
     args = ["--pull", "always", "app"]
     upgrade_up_args(args)
     assert args == ["--pull", "always", "app"]
+
+
+# -- the rollback's restart (step 13, point 7.1) ------------------------------------------------
+# The journal's up_args are upgrade_up_args() of what the user typed; rollback_up_options() keeps
+# what shapes the old version's containers (replicas, stop timeout, fresh anonymous volumes) and
+# drops what roll_back() sets itself or what would make compose refuse, rebuild or touch
+# something outside the unit.
+
+def journal(*user: str) -> list[str]:
+    return upgrade_up_args(list(user))
+
+
+@pytest.mark.parametrize(
+    ("user", "recreate", "want"),
+    [
+        (["-d", "--scale", "app=3"], True, ["--scale", "app=3"]),
+        (["-d", "--scale=app=3"], True, ["--scale", "app=3"]),
+        (["-d", "--scale", "app=3", "--scale", "app=2"], True, ["--scale", "app=3", "--scale", "app=2"]),
+        # a scale of a service outside this call is not this call's business (compose may even
+        # refuse a service the call does not select)
+        (["-d", "--scale", "app=3", "--scale", "db=2", "--scale", "other=4"], True, ["--scale", "app=3"]),
+        (["-d", "-t", "30"], True, ["--timeout", "30"]),
+        (["-d", "-t30"], True, ["--timeout", "30"]),
+        (["-d", "-t=30"], True, ["--timeout", "30"]),
+        (["-d", "--timeout=30", "--timeout", "40"], True, ["--timeout", "40"]),
+        (["-d", "-t", "soon"], True, []),  # compose refused it on the way up already
+        (["-d", "-V"], True, ["--renew-anon-volumes"]),
+        (["-dV"], True, ["--renew-anon-volumes"]),
+        (["-dVt", "5"], True, ["--timeout", "5", "--renew-anon-volumes"]),
+        (["-d", "--renew-anon-volumes"], True, ["--renew-anon-volumes"]),
+        (["-d", "--renew-anon-volumes=false"], True, []),
+        # the first call starts the stopped containers as they were: --no-recreate, which compose
+        # refuses with -V (and their anonymous volumes were not renewed: not recreated)
+        (["-d", "-V", "--scale", "db=2", "-t", "5"], False, ["--scale", "db=2", "--timeout", "5"]),
+        (["-d", "--quiet-pull"], True, ["--quiet-pull"]),
+        (["-d", "--build"], True, []),
+        (["-d", "--no-build"], True, []),
+        (["-d", "--pull", "always"], True, []),
+        (["-d", "--force-recreate"], True, []),
+        (["-d", "--no-recreate"], True, []),
+        (["-d", "--always-recreate-deps"], True, []),
+        (["-d", "--no-deps", "app"], True, []),
+        (["-d", "--remove-orphans"], True, []),
+        (["--wait", "--wait-timeout", "60"], True, []),
+        (["--wait", "--wait-timeout=60"], True, []),
+        (["-d", "--no-start"], True, []),
+        (["-d", "--yes"], True, []),
+        (["-dy"], True, []),
+        (["-d", "--dry-run"], True, []),
+        (["--attach", "app", "--no-attach", "db", "--exit-code-from", "app"], True, []),
+        (["--abort-on-container-exit", "--attach-dependencies", "--timestamps", "--no-color"], True, []),
+        (["-w", "--menu", "--no-log-prefix", "--quiet-build"], True, []),
+        (["-d", "--some-future-flag", "app"], True, []),  # unknown: never risk the way back
+        (["-d", "--", "--scale", "app=3"], True, []),  # after --: service names
+        ([], True, []),
+    ],
+)
+def test_rollback_up_options(user: list[str], recreate: bool, want: list[str]) -> None:
+    services = ["app"] if recreate else ["db"]
+    assert rollback_up_options(journal(*user), services, recreate=recreate) == want
+
+
+def test_rollback_options_of_an_update_are_none() -> None:
+    """`update` journals `--detach --no-deps SERVICES`: the rollback's own lists are complete."""
+    args = journal("--detach", "--no-deps", "app", "db")
+    assert rollback_up_options(args, ["app", "db"], recreate=True) == []
+
+
+def test_rollback_options_keep_every_shaping_option_of_a_busy_line() -> None:
+    args = journal("-d", "--pull", "always", "--build", "-V", "--scale", "app=3", "--scale", "db=2",
+                   "-t", "20", "--remove-orphans", "--wait", "--wait-timeout", "90", "app")
+    assert rollback_up_options(args, ["app"], recreate=True) == [
+        "--scale", "app=3", "--timeout", "20", "--renew-anon-volumes",
+    ]
+    others = rollback_up_options(args, ["db", "cache"], recreate=False)
+    assert others == ["--scale", "db=2", "--timeout", "20"]
+
+
+def test_rollback_options_do_not_modify_the_journal() -> None:
+    args = journal("-d", "--scale=app=3", "-t5")
+    copy = list(args)
+    rollback_up_options(args, ["app"], recreate=True)
+    assert args == copy
