@@ -3,7 +3,9 @@
 A container that exits, restarts or turns unhealthy fails at once; one without a
 healthcheck must stay running, without a restart, for the settle window. Extra probes
 (``x-composeguard: {probe: {http|tcp|exec: …}}``) must pass as well. All changed services
-are probed in parallel, each within its own timeout.
+are probed in parallel, each within its own timeout, or longer for a container whose
+healthcheck has a longer ``start_period`` (healthcheck_wait): Docker itself still calls such a
+container "starting".
 
 Deadlines, settle windows and retry timeouts are measured on the monotonic clock
 (composeguard.clock): the wall clock is read only to turn Docker's ``StartedAt`` into an age,
@@ -75,10 +77,54 @@ class Watch:
     # The first look at the container's current start: (its StartedAt, mono then, its age then)
     first_look: tuple[str, float, float] | None = None
     last_look: float | None = None  # monotonic: the latest look at a running container
+    # how long it may take: the service's timeout, or longer when its healthcheck's
+    # start_period says so (set at the first look at the container, see healthcheck_wait)
+    limit: float | None = None
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.timeout if self.limit is None else self.limit
 
     @property
     def deadline(self) -> float:
-        return self.started + self.settings.timeout
+        return self.started + self.timeout
+
+
+NS = 1e9  # Docker's healthcheck durations are nanoseconds
+# Docker's defaults for a healthcheck field left at 0 (moby daemon/health.go)
+DEFAULT_INTERVAL, DEFAULT_RETRIES = 30.0, 3
+
+
+def healthcheck_wait(timeout: float, healthcheck: dict | None) -> tuple[float, str]:
+    """How long to wait for a container with this ``Config.Healthcheck`` (its inspect: the
+    image's HEALTHCHECK merged with the compose file's ``healthcheck:``), and why, when that
+    is longer than the service's ``timeout``.
+
+    During ``start_period`` Docker counts no failed check: the container stays "starting",
+    however long the application takes (a Nextcloud or Jellyfin migration at first start:
+    start_period 5m). Judging it failed then, while Docker itself still waits, would roll back
+    a good upgrade. After start_period Docker needs ``retries`` failed checks in a row,
+    ``interval`` apart, to call it unhealthy: so the wait is at least start_period + retries ×
+    interval, the moment by which Docker has turned a container whose checks answer healthy
+    or unhealthy. (A check that hangs until its own timeout stretches that further; it fails
+    anyway, and "not ready" is then the same verdict.) The probe fails at once on "unhealthy"
+    and passes at once on "healthy", so the longer wait costs time only while Docker says
+    "starting". Measured from the probe's start, which comes after the container's: never
+    shorter than Docker's own window."""
+    hc = healthcheck or {}
+    test = hc.get("Test") or []
+    if not test or test[0] == "NONE":
+        return timeout, ""
+    start_period = (hc.get("StartPeriod") or 0) / NS
+    interval = (hc.get("Interval") or 0) / NS or DEFAULT_INTERVAL
+    retries = int(hc.get("Retries") or 0) or DEFAULT_RETRIES
+    wait = start_period + retries * interval
+    if start_period <= 0 or wait <= timeout:
+        return timeout, ""
+    return wait, (
+        f"its healthcheck's start_period is {start_period:g}s (+ {retries} retries x {interval:g}s "
+        f"interval), longer than the timeout of {timeout:g}s"
+    )
 
 
 def _age(w: Watch, state: dict, now: Instant) -> float | None:
@@ -108,6 +154,10 @@ def judge(w: Watch, info: dict, now: Instant) -> tuple[bool, str] | None:
     unit-tested (it keeps what it saw on ``w``: the restart count, the first look)."""
     if not info:
         return False, "the container disappeared"
+    if w.limit is None:
+        w.limit, why = healthcheck_wait(w.settings.timeout, (info.get("Config") or {}).get("Healthcheck"))
+        if why:
+            log.info("%s: probing for up to %gs, not %gs: %s", w.service, w.limit, w.settings.timeout, why)
     state = info.get("State") or {}
     restarts = int(info.get("RestartCount") or 0)
     if w.first_restarts is None:
@@ -134,7 +184,7 @@ def judge(w: Watch, info: dict, now: Instant) -> tuple[bool, str] | None:
             return True, f"running and stable for {w.settings.settle:g}s"
     if now.mono >= w.deadline:
         what = f"health is {health.get('Status')}" if health else f"status is {status}"
-        return False, f"not ready after {w.settings.timeout:g}s ({what})"
+        return False, f"not ready after {w.timeout:g}s ({what})"
     return None
 
 

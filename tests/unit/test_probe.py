@@ -314,3 +314,72 @@ def test_the_extra_probe_retries_on_the_monotonic_clock(monkeypatch: pytest.Monk
         monkeypatch.setattr(probe, "run_extra_probe", run)
         [result] = probe_all([("app", "c1", settings(timeout=60, extra=http))], clock=fake.clock)
         assert ((result.ok, result.detail), result.seconds) == (verdict, seconds)
+
+
+# -- a healthcheck's start_period (step 13, point 7.2) ------------------------------------------
+# Docker counts no failed check during start_period: a first start that migrates for 5 minutes
+# is "starting", not failed. The probe waits at least start_period + retries x interval (the
+# time Docker needs to call it unhealthy after that), read from the container's own inspect.
+
+S = 1_000_000_000  # nanoseconds, as docker inspect gives healthcheck durations
+
+
+def with_healthcheck(d: dict, start_period: float = 300, interval: float = 30, retries: int = 3,
+                     test: list[str] | None = None) -> dict:
+    hc = {"Test": test or ["CMD-SHELL", "curl -f http://localhost/"], "Interval": int(interval * S),
+          "Timeout": 10 * S, "StartPeriod": int(start_period * S), "Retries": retries}
+    return {**d, "Config": {"Healthcheck": hc}}
+
+
+def test_starting_within_start_period_is_not_failed_at_the_timeout() -> None:
+    w = Watch("nextcloud", "c1", settings(timeout=120), M0)
+    starting = with_healthcheck(info(health="starting"))
+    assert judge(w, starting, at(T0 + 1)) is None
+    assert judge(w, starting, at(T0 + 121)) is None, "Docker still counts no failure: start_period 5m"
+    assert judge(w, starting, at(T0 + 389)) is None
+    # 300 s + 3 retries x 30 s: by then Docker has said healthy or unhealthy
+    assert judge(w, starting, at(T0 + 390)) == (False, "not ready after 390s (health is starting)")
+
+
+def test_a_migration_healthy_after_4_minutes_passes(caplog: pytest.LogCaptureFixture) -> None:
+    """Today's deadline (the 120 s timeout) failed it while Docker still said "starting"."""
+    def migrating(n: int, fake: FakeClock) -> dict:
+        return with_healthcheck(info(health="healthy" if fake.mono - M0 >= 240 else "starting"))
+
+    with caplog.at_level("INFO", logger="composeguard.probe"):
+        result = probe_one(migrating, None, settings(timeout=120))
+    assert (result.ok, result.detail, result.seconds) == (True, "healthy", 239.0)
+    said = [r.getMessage() for r in caplog.records if "start_period" in r.getMessage()]
+    assert said == [
+        "app: probing for up to 390s, not 120s: its healthcheck's start_period is 300s "
+        "(+ 3 retries x 30s interval), longer than the timeout of 120s"
+    ]
+
+
+def test_unhealthy_within_start_period_still_fails_at_once() -> None:
+    w = Watch("app", "c1", settings(timeout=120), M0)
+    verdict = judge(w, with_healthcheck(info(health="unhealthy")), at(T0 + 5))
+    assert verdict == (False, "unhealthy: curl: connection refused")
+
+
+@pytest.mark.parametrize(
+    ("hc", "limit"),
+    [
+        ({"start_period": 2, "interval": 1}, 60),  # the lab image's: 2 s + 3 x 1 s, within 60 s
+        ({"start_period": 0, "interval": 30, "retries": 10}, 60),  # no start_period: the timeout rules
+        ({"start_period": 50, "interval": 5}, 65),  # 50 + 3 x 5
+        ({"start_period": 50, "interval": 0, "retries": 0}, 140),  # Docker's defaults: 30 s, 3 retries
+        ({"start_period": 300, "test": ["NONE"]}, 60),  # healthcheck disabled: nothing to wait for
+    ],
+)
+def test_how_long_start_period_makes_the_probe_wait(hc: dict, limit: float) -> None:
+    w = Watch("app", "c1", settings(timeout=60), M0)
+    judge(w, with_healthcheck(info(health="starting"), **hc), at(T0 + 1))
+    assert (w.timeout, w.deadline) == (limit, M0 + limit)
+
+
+def test_no_healthcheck_keeps_the_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    w = Watch("app", "c1", settings(timeout=60), M0)
+    with caplog.at_level("INFO", logger="composeguard.probe"):
+        judge(w, info(), at(T0 + 1))
+    assert w.timeout == 60 and not caplog.records
