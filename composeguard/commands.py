@@ -51,6 +51,8 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
             f"{short(c.new_digest or c.new_image_id)} ({c.new_ref})"
         )
     click.echo(f"  rollback unit: {', '.join(plan.unit)}")
+    for svc, why in sorted(plan.neighbours.items()):
+        click.echo(f"  stopped with it  {svc}: {why}; started again after the upgrade or its rollback")
     for d in plan.datasets():
         use = plan.usage.get(d.name)
         if use is None or use.restore == "whole":
@@ -65,6 +67,10 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
             click.echo(f"      also in it: {why}")
         if use.whole_refused:
             click.echo(f"      not restorable whole: {use.whole_refused}")
+        if use.proof:
+            click.echo(f"      restore method: {use.proof}")
+    for w in plan.outside:
+        click.echo(f"  warning: {w}")
     for c in plan.conflicts():
         click.echo(f"  CANNOT guard: {c}")
     for s in plan.unit:
@@ -140,7 +146,7 @@ def unpin_command(project: str, service: str) -> None:
 
 
 def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
-    from composeguard.rollback import check_restore_mounts, refuse_if_unfinished, roll_back
+    from composeguard.rollback import backends_for, check_restore_mounts, refuse_if_unfinished, roll_back
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
@@ -158,6 +164,14 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
         j = journals[-1]
         if j.snapshots_released:
             raise GuardError(f"the snapshots of {j.id} were released by the retention rule")
+        from composeguard.restorecheck import neighbours_now, recheck_restores
+
+        j.held = sorted({*j.held, *neighbours_now(project, j)})
+        try:  # who uses each dataset now, not on the day of the upgrade: before anything stops
+            for line in recheck_restores(j, backends_for(project)):
+                rep.step(line)
+        except GuardError as e:
+            raise ConfigError(f"{e}. Nothing was changed") from e
         check_restore_mounts(j)
         j.outcome = None
         j.judged_bad = True  # a person's verdict: update does not try these digests again

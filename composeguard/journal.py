@@ -52,12 +52,18 @@ class Journal:
     unit: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
+    # Services around the unit (neighbours, and members that only share its data): stopped
+    # with it before the snapshot, kept stopped until the verdict, then started again.
+    held: list[str] = field(default_factory=list)
     datasets: list[Dataset] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     failed_states: list[str] = field(default_factory=list)
     # dataset name -> its directory-level restore (shared datasets only; see
     # storage/pathrestore.py): paths, method, the failed-state snapshot and the progress
     restores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # dataset name -> the unit's volume paths in it, for every dataset: a rollback asks again
+    # who else uses the dataset now (restorecheck.py)
+    unit_paths: dict[str, list[str]] = field(default_factory=dict)
     compose_args: list[str] = field(default_factory=list)
     cwd: str = ""  # where the run started: `recover --all` resolves compose_args from there
     # command "provision" (provision.py): the folders made into datasets and the containers

@@ -13,11 +13,11 @@ from composeguard.compose import docker
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
 from composeguard.pins import PinFile
+from composeguard.restorecheck import copy_size
 from composeguard.storage.base import Dataset
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
-from composeguard.storage.treecopy import tree_usage
 from composeguard.storage.usage import DatasetUse, analyse, is_inside
-from composeguard.unit import rollback_unit
+from composeguard.unit import dependencies_of, neighbours, rollback_unit
 
 
 @dataclass
@@ -49,6 +49,21 @@ class Plan:
     usage: dict[str, DatasetUse] = field(default_factory=dict)  # dataset name -> how it is restored
     below: list[Dataset] = field(default_factory=list)  # ZFS child datasets inside the unit's data
     mapper: StorageMapper | None = None  # the run's storage backends (one read of the mount table)
+    # Running services around the unit that use it (unit.neighbours): service -> why. Stopped
+    # before the snapshot, started again once the upgrade is committed or rolled back.
+    neighbours: dict[str, str] = field(default_factory=dict)
+    # Containers of other projects (or none) that can reach a unit member over a network:
+    # compose cannot stop them, so what they write meanwhile would be rolled back.
+    outside: list[str] = field(default_factory=list)
+    running_now: set[str] = field(default_factory=set)  # services with a running container
+
+    def held(self) -> list[str]:
+        """Stopped before the snapshot and kept stopped until the verdict: the neighbours, and
+        the unit members that only share data with it (not a dependency of a changed service:
+        nothing the new version needs), whose writes meanwhile the rollback would undo."""
+        deps = dependencies_of(self.changes, {s: v.depends_on for s, v in self.project.services.items()})
+        sharers = [s for s in self.unit if s not in self.changes and s not in deps and s in self.running_now]
+        return sorted({*self.neighbours, *sharers})
 
     def datasets(self) -> list[Dataset]:
         seen: dict[str, Dataset] = {}
@@ -93,6 +108,9 @@ class Plan:
             "project": self.project.name,
             "changes": [asdict(c) for c in self.changes.values()],
             "unit": self.unit,
+            "neighbours": [{"service": s, "why": why} for s, why in sorted(self.neighbours.items())],
+            "held": self.held(),
+            "outside": self.outside,
             "datasets": [
                 {**d.to_json(), **(self.usage[d.name].to_json() if d.name in self.usage else {})}
                 for d in self.datasets()
@@ -192,6 +210,8 @@ def map_storage(plan: Plan) -> None:
     mounts: dict[str, list[tuple[str, str, str, str]]] = {}
     for c in docker.project_containers(project.name):
         mounts.setdefault(c.service, []).extend(c.mounts)
+        if c.status in docker.UP_STATES:
+            plan.running_now.add(c.service)
     # Every service's storage, not only the scope's: a dependency that opted out of updates or
     # was left out by `up --no-deps` is still in the rollback unit when a changing service
     # depends on it (a Nextcloud migration rewrites the opted-out postgres's data).
@@ -201,9 +221,47 @@ def map_storage(plan: Plan) -> None:
     plan.storage = storage
     plan.unit = rollback_unit(plan.changes, deps, paths) if plan.changes else []
     if plan.unit:
+        reads = {s: mapper.read_paths(project.services[s]) for s in storage}
+        around = neighbours(plan.unit, deps, reads, paths)
+        plan.neighbours = {s: why for s, why in around.items() if s in plan.running_now}
         for d in plan.datasets():
-            plan.below += [c for c in mapper.backend(d.backend).descendants(d) if c not in plan.below]
-        plan.usage = classify_datasets(plan, mapper)
+            # only the children mounted inside the unit's own paths in d: not Docker's layer
+            # datasets under a data-root dataset that holds a named volume
+            inside = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected
+                      if p.dataset.name == d.name]
+            plan.below += [c for c in mapper.backend(d.backend).descendants(d, inside) if c not in plan.below]
+        uses = docker.all_container_uses()
+        plan.usage = classify_datasets(plan, mapper, uses)
+        plan.outside = outside_writers(plan, uses)
+
+
+# Networks every container is on without asking: reaching a service over them is not "using" it.
+DEFAULT_NETWORKS = {"bridge", "host", "none"}
+
+
+def outside_writers(plan: Plan, uses: list[docker.ContainerUse]) -> list[str]:
+    """Containers compose cannot stop with the unit (another project's, or none) that share a
+    network with a unit member: what they write to it during the upgrade would be rolled
+    back with its data. One line per container, for ``plan`` and the upgrade's warnings."""
+    project = plan.project.name
+    members = set(plan.unit) | set(plan.neighbours)
+    nets: dict[str, str] = {}  # network -> a unit member on it
+    for c in uses:
+        if c.project == project and c.service in members:
+            for n in c.networks:
+                if n not in DEFAULT_NETWORKS:
+                    nets.setdefault(n, c.service)
+    out = []
+    for c in uses:
+        if c.project == project or not c.running:
+            continue
+        shared = sorted(n for n in c.networks if n in nets)
+        if shared:
+            out.append(
+                f"{c.describe()} shares the network {shared[0]} with {nets[shared[0]]}: writes from it "
+                f"during an upgrade would be rolled back"
+            )
+    return out
 
 
 def classify_datasets(
@@ -251,13 +309,9 @@ def classify_datasets(
         )
         use.whole_refused = backend.whole_refused(d)
         if use.restore == "paths":
-            use.method = backend.copy_method(d)
+            use.method, use.proof = backend.prove_copy(d, use.unit_paths, backend.copy_method(d))
             if use.method == "copy":
-                use.size = sum(
-                    tree_usage(p)[1] if os.path.isdir(p) else os.lstat(p).st_blocks * 512
-                    for p in use.unit_paths
-                    if os.path.lexists(p)
-                )
+                use.size = copy_size(use.unit_paths)
         out[d.name] = use
     return out
 

@@ -120,6 +120,10 @@ def roll_back(
     try:
         if not docker.wait_for_daemon(120):
             raise GuardError("dockerd does not answer")
+        from composeguard.restorecheck import recheck_restores
+
+        for line in recheck_restores(j, backend):  # who uses each dataset now (before the stop)
+            rep.step(line)
         for c in docker.project_containers(project.name):
             if c.service in j.changes:
                 docker.save_logs(c.id, str(j.files_dir / f"{c.service}.{c.name}.log"))

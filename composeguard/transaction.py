@@ -22,6 +22,7 @@ from composeguard.pins import PinFile
 from composeguard.planner import Plan
 from composeguard.probe import DOCKERD_GONE, probe_services
 from composeguard.report import Reporter, short
+from composeguard.restorecheck import paths_record
 from composeguard.rollback import (
     Backends,
     abort,
@@ -31,7 +32,7 @@ from composeguard.rollback import (
     roll_back,
 )
 from composeguard.storage.base import Snapshot, SnapshotTags, by_backend
-from composeguard.upargs import upgrade_up_args
+from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, upgrade_up_args
 
 log = logging.getLogger("composeguard.transaction")
 
@@ -43,6 +44,32 @@ def old_ref(change_digest: str | None, image_id: str, new_ref: str, txn: str) ->
     tag = f"{docker.repository(new_ref)}:composeguard-{txn.lower()}"
     docker.tag_image(image_id, tag)
     return tag
+
+
+def options_of(up_args: list[str]) -> list[str]:
+    """``up`` arguments without the service names (an option's value stays with it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(up_args):
+        a = up_args[i]
+        if a.startswith("-"):
+            out.append(a)
+            if a in UP_OPTIONS_WITH_VALUE and i + 1 < len(up_args):
+                out.append(up_args[i + 1])
+                i += 1
+        i += 1
+    return out
+
+
+def without_held(project: Project, up_args: list[str], held: list[str], changes: dict) -> list[str]:
+    """The user's ``up`` arguments, made not to start the services held until the verdict:
+    ``up`` with no service names starts every service, so it is given every other one; a
+    held service the user named is left out (``start_held`` starts it after the commit)."""
+    if not held:
+        return up_args
+    named, _ = parse_up_args(up_args)
+    keep = [s for s in (named or sorted(project.services)) if s not in held] or sorted(changes)
+    return [*options_of(up_args), *keep]
 
 
 class Transaction:
@@ -97,12 +124,13 @@ class Transaction:
         make_reserve()
         j.compose_args = self.project.compose_args()
         j.cwd = os.getcwd()
+        j.held = plan.held()
         if self.command == "update":
             # exactly the planned services: compose must not recreate one the guard did not plan
             # for (an opted-out service whose tag moved, a service outside the scope)
             j.up_args = upgrade_up_args(["--detach", "--no-deps", *sorted(plan.changes)])
         else:
-            j.up_args = upgrade_up_args(self.user_up_args)
+            j.up_args = upgrade_up_args(without_held(self.project, self.user_up_args, j.held, plan.changes))
         j.unit = plan.unit
         for s, c in plan.changes.items():
             j.changes[s] = ServiceChange(
@@ -118,16 +146,10 @@ class Transaction:
         j.datasets = list(datasets)
         for d in datasets:
             use = plan.usage.get(d.name)
+            if use is not None:
+                j.unit_paths[d.name] = use.unit_paths
             if use is not None and use.restore == "paths":
-                j.restores[d.name] = {
-                    "restore": "paths",
-                    "root": use.root,
-                    "paths": use.unit_paths,
-                    "method": use.method,
-                    "size": use.size,
-                    "used_by": use.others,
-                    "child_mounts": [x.mountpoint for x in datasets if x.name.startswith(d.name + "/")],
-                }
+                j.restores[d.name] = paths_record(use, datasets)
         j.step("recorded")
         for c in j.changes.values():
             old, new = short(c.old_digest or c.old_image_id), short(c.new_digest or c.new_image_id)
@@ -161,10 +183,13 @@ class Transaction:
                 to_stop.append(s)
             elif mode == "pause":
                 to_pause.append(s)
+        to_stop += [s for s in j.held if s not in to_stop]
+        to_pause = [s for s in to_pause if s not in j.held]
         j.stopped, j.paused = to_stop, to_pause
         j.step("quiescing")
         pausing = f"; pausing {', '.join(to_pause)}" if to_pause else ""
-        self.rep.step(f"stopping {', '.join(to_stop)}{pausing}")
+        held = f" (until the upgrade is decided: {', '.join(j.held)})" if j.held else ""
+        self.rep.step(f"stopping {', '.join(to_stop)}{held}{pausing}")
         docker.compose(project, ["stop", *to_stop], extra_files=self.pin_files, capture=True)
         if to_pause:
             docker.compose(project, ["pause", *to_pause], extra_files=self.pin_files, capture=True)
@@ -228,13 +253,32 @@ class Transaction:
         j, files = self.journal, self.pin_files
         if j.paused:
             docker.compose(self.project, ["unpause", *j.paused], extra_files=files, check=False, capture=True)
-        deps = [s for s in j.stopped if s not in j.changes]
+        deps = [s for s in j.stopped if s not in j.changes and s not in j.held]
         if deps:
             docker.compose(self.project, ["start", *deps], extra_files=files, check=False, capture=True)
+
+    def start_held(self) -> None:
+        """The services held around the unit run again once the upgrade is committed: those
+        the user's ``up`` would have started or recreated get that ``up`` (their own
+        config changes apply), the others are started as the very containers that were stopped."""
+        j = self.journal
+        if not j.held:
+            return
+        named, _ = parse_up_args(self.user_up_args)
+        covered = [s for s in j.held if self.command != "update" and (not named or s in named)]
+        rest = [s for s in j.held if s not in covered]
+        self.rep.step(f"starting {', '.join(j.held)} again")
+        if covered:
+            args = [*options_of(j.up_args), *covered]
+            docker.compose(self.project, ["up", *args], extra_files=self.pin_files, check=False)
+        if rest:
+            files = self.pin_files
+            docker.compose(self.project, ["start", *rest], extra_files=files, check=False, capture=True)
 
     def commit(self) -> int:
         j, project = self.journal, self.project
         j.finish(COMMITTED)
+        self.start_held()
         lifted = [s for s in j.changes if PinFile(project.name).image_for(s)]
         if lifted:  # an update tried a new digest for a pinned service and it works: unpin
             on_disk = PinFile(project.name)

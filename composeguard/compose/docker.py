@@ -125,6 +125,9 @@ def _identity(d: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
     return d["Id"], str(d.get("Name", "")).lstrip("/"), (d.get("Config") or {}).get("Labels") or {}
 
 
+UP_STATES = ("running", "restarting", "paused")  # a container in one of these is "up"
+
+
 def project_containers(project: str) -> list[RunningContainer]:
     """Every container compose made for ``project`` (running or not), one-off runs excluded:
     one ``docker ps`` and one batched ``docker container inspect``."""
@@ -240,6 +243,7 @@ class ContainerUse:
     service: str
     sources: tuple[tuple[str, str], ...]  # (mount type, host path) of its bind and volume mounts
     running: bool = False
+    networks: tuple[str, ...] = ()  # the names of the networks it is attached to
 
     def describe(self) -> str:
         owner = f" of project {self.project}" if self.project else ""
@@ -270,7 +274,8 @@ def all_container_uses() -> list[ContainerUse]:
         project = labels.get("com.docker.compose.project", "")
         running = bool((d.get("State") or {}).get("Running"))
         service = labels.get("com.docker.compose.service", "")
-        out.append(ContainerUse(cid, name, project, service, sources, running))
+        networks = tuple(sorted((d.get("NetworkSettings") or {}).get("Networks") or {}))
+        out.append(ContainerUse(cid, name, project, service, sources, running, networks))
     return out
 
 

@@ -87,14 +87,20 @@ class Backend(Protocol):
     def nested(self, dataset: Dataset) -> list[str]:
         """Paths of storage nested in ``dataset`` that its snapshot leaves out."""
 
-    def descendants(self, dataset: Dataset) -> list[Dataset]:
-        """Datasets inside ``dataset`` to snapshot with it (ZFS children)."""
+    def descendants(self, dataset: Dataset, inside: list[str]) -> list[Dataset]:
+        """Datasets inside ``dataset`` to snapshot with it: ZFS children mounted inside
+        ``inside`` (the unit's real volume paths in ``dataset``)."""
 
     def whole_refused(self, dataset: Dataset) -> str:
         """Why ``dataset`` cannot be restored whole ("" when it can)."""
 
     def copy_method(self, dataset: Dataset) -> str:
         """How a directory-level restore copies from a snapshot: reflink | clone | copy."""
+
+    def prove_copy(self, dataset: Dataset, paths: list[str], method: str) -> tuple[str, str]:
+        """Try ``method`` (from copy_method) between the exact directories a directory-level
+        restore of ``paths`` would read and write (``storage/probecopy.py``): (the method to
+        use, how it was proven or why it fell back to a byte copy)."""
 
     def free_bytes(self, dataset: Dataset) -> int:
         """Bytes free for a directory-level restore's copy."""

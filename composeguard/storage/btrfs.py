@@ -26,6 +26,7 @@ from composeguard.state import write_atomic
 from composeguard.storage import safedir
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
+from composeguard.storage.probecopy import clone_probe, restore_target_dir
 
 log = logging.getLogger("composeguard.btrfs")
 
@@ -132,7 +133,7 @@ class BtrfsBackend:
             )
         return Dataset(backend=self.kind, name=str(p), pool=m.source, mountpoint=m.mountpoint)
 
-    def descendants(self, d: Dataset) -> list[Dataset]:
+    def descendants(self, d: Dataset, inside: list[str]) -> list[Dataset]:
         """Nested subvolumes are not part of a snapshot (see ``nested``): none to add."""
         return []
 
@@ -197,6 +198,20 @@ class BtrfsBackend:
     # -- directory-level restore (storage/pathrestore.py) ----------------------------------
     def copy_method(self, d: Dataset) -> str:
         return "reflink"  # FICLONE: metadata only, the data is shared with the snapshot
+
+    def prove_copy(self, d: Dataset, paths: list[str], method: str) -> tuple[str, str]:
+        """Reflink a probe file from where the snapshot will be read (the snapshot folder, or
+        the mount it will be made in) into each folder the restore writes: across two mounts
+        (a ``subvol=`` mount restored from the top level) Linux before 5.18 says EXDEV."""
+        self._ensure(d.name)
+        src = self.snapshot_base(d)
+        while not src.is_dir() and src != src.parent:
+            src = src.parent
+        for dst in sorted({restore_target_dir(p, d.files_at) for p in paths}):
+            why = clone_probe(str(src), dst)
+            if why:
+                return "copy", f"a reflink from {src} to {dst} failed ({why}): a byte copy instead"
+        return method, f"reflinked a probe file from {src} to each folder the restore writes"
 
     def free_bytes(self, d: Dataset) -> int:
         st = os.statvfs(d.files_at)

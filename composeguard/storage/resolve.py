@@ -12,6 +12,41 @@ from composeguard.storage.base import Backend, Dataset, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
 
 IGNORED_TYPES = {"tmpfs", "npipe", "image", "cluster"}
+# The host's own configuration, bound into containers so they agree with the host (the time
+# zone, name resolution, CA certificates, the kernel's modules): never an app's data, even when
+# bound read-write, and so neither snapshotted nor "shared" by the projects that bind it.
+HOST_CONFIG = (
+    "/etc/localtime",
+    "/etc/timezone",
+    "/usr/share/zoneinfo",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/etc/machine-id",
+    "/var/lib/dbus/machine-id",
+    "/etc/os-release",
+    "/usr/lib/os-release",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/ssl/certs",
+    "/etc/ca-certificates",
+    "/usr/share/ca-certificates",
+    "/etc/pki",
+    "/lib/modules",
+    "/usr/lib/modules",
+    "/proc",
+    "/sys",
+    "/dev",
+)
+
+
+def is_host_config(path: str) -> bool:
+    """``path`` (as written, or where its links lead) is one of the host's own configuration
+    files or below one of its configuration folders (``HOST_CONFIG``)."""
+    for p in {os.path.normpath(path), os.path.realpath(path)}:
+        if any(p == h or p.startswith(h + "/") for h in HOST_CONFIG):
+            return True
+    return False
 
 
 def volume_path(info: dict) -> tuple[str | None, str | None]:
@@ -80,7 +115,7 @@ class StorageMapper:
 
     def host_path(self, v: VolumeMount) -> tuple[str | None, str | None]:
         """(host path, reason it is skipped or unprotected). Path None + reason None: ignore."""
-        if v.type in IGNORED_TYPES or v.read_only:
+        if v.type in IGNORED_TYPES:
             return None, None
         if v.type == "bind":
             return v.source, None
@@ -105,6 +140,8 @@ class StorageMapper:
     def dataset_for_path(self, path: str) -> Dataset | None:
         """The dataset holding ``path``; None for a socket, device or FIFO (not data: e.g.
         /var/run/docker.sock bind-mounted into Traefik or Portainer)."""
+        if is_host_config(path):
+            return None  # the host's time zone, resolv.conf …: the host's, not the app's
         if not os.path.exists(path):
             raise Unprotected(f"{path} does not exist")
         mode = os.stat(path).st_mode
@@ -132,6 +169,9 @@ class StorageMapper:
         out = ServiceStorage(service.name)
         known: set[str] = set()
         for v in service.volumes:
+            if v.read_only:  # read, not written: not data an upgrade can damage (see read_paths)
+                known.add(v.target)
+                continue
             path, reason = self.host_path(v)
             if reason:
                 out.unprotected.append(NotProtected(v.target, path, reason))
@@ -148,6 +188,18 @@ class StorageMapper:
                 continue
             known.add(dest)
             self._add(out, dest, source, f"the anonymous volume {name[:12]} at {dest}")
+        return out
+
+    def read_paths(self, service: Service) -> list[str]:
+        """The real host paths the service mounts read-only (binds and local named volumes):
+        a reader of the rollback unit's data is stopped with it (unit.neighbours)."""
+        out = []
+        for v in service.volumes:
+            if not v.read_only:
+                continue
+            path, _ = self.host_path(v)
+            if path and not is_host_config(path):
+                out.append(os.path.realpath(path))
         return out
 
     def _add(self, out: ServiceStorage, target: str, path: str, what: str = "") -> None:

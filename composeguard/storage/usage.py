@@ -101,6 +101,7 @@ class DatasetUse:
     conflicts: list[str] = field(default_factory=list)  # why no restore is possible
     whole_refused: str = ""  # why the backend cannot restore this dataset whole
     method: str = ""  # directory-level: reflink | clone | copy
+    proof: str = ""  # how the method was proven possible here (or why it fell back to copy)
     size: int = 0  # directory-level by copy: bytes to copy
 
     @property
@@ -120,6 +121,7 @@ class DatasetUse:
             "restore": self.restore,
             "paths": self.unit_paths if self.restore == "paths" else [],
             "method": self.method if self.restore == "paths" else "snapshot",
+            "proven": self.proof if self.restore == "paths" else "the snapshot is swapped in whole (no copy)",
             "size": self.size,
             "used_by": self.others,
             "conflicts": self.conflicts,

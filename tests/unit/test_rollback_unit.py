@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from composeguard.unit import rollback_unit, start_order
+from composeguard.unit import dependencies_of, neighbours, rollback_unit, start_order
 
 
 def run_with_timeout(fn, *args, seconds: float = 5.0):
@@ -119,6 +119,39 @@ def test_accepts_any_iterables():
     deps = {"app": ("db",), "db": ()}
     ds = {"app": iter(()), "db": {"/p/db"}}
     assert rollback_unit(iter(["app"]), deps, ds) == ["app", "db"]
+
+
+# -- neighbours: around the unit, stopped with it, their data not restored ----------------
+
+
+def test_a_service_that_depends_on_the_unit_is_a_neighbour():
+    # the worker writes into db all along: a rollback of db's data would lose those writes
+    deps = {"app": ["db"], "db": [], "worker": ["db"], "mail": []}
+    ds = {"app": [], "db": ["/p/db"], "worker": [], "mail": ["/p/mail"]}
+    unit = rollback_unit(["app"], deps, ds)
+    assert unit == ["app", "db"], "its data does not go back: it is stopped, so it cannot change"
+    assert neighbours(unit, deps, {}, ds) == {"worker": "depends on db (in the rollback unit)"}
+
+
+def test_neighbours_are_found_at_any_depth_and_any_cycle_ends():
+    deps = {"db": [], "api": ["db"], "front": ["api"], "a": ["b"], "b": ["a"], "lone": []}
+    around = run_with_timeout(neighbours, ["db"], deps, {}, {"db": ["/p/db"]})
+    assert around == {"api": "depends on db (in the rollback unit)", "front": "depends on api (stopped with it)"}
+
+
+def test_a_read_only_reader_of_the_units_data_is_a_neighbour():
+    # nginx in front of Nextcloud serves its folder read-only (- ./html:/srv:ro)
+    deps = {"app": [], "web": [], "other": []}
+    data = {"app": ["/srv/site/html"], "web": [], "other": []}
+    reads = {"web": ["/srv/site/html/static"], "other": ["/srv/site/other"]}
+    assert neighbours(["app"], deps, reads, data) == {
+        "web": "reads /srv/site/html/static (read-only), data of app"
+    }
+
+
+def test_dependencies_of_follows_depends_on_downwards_only():
+    deps = {"app": ["api"], "api": ["db"], "db": [], "worker": ["db"]}
+    assert dependencies_of(["app"], deps) == {"api", "db"}
 
 
 # -- start_order ----------------------------------------------------------------------------

@@ -30,6 +30,9 @@ name: shop
 services:
   db:
     image: reg/db:1
+  worker:
+    image: reg/worker:1
+    depends_on: [db]
   app:
     image: reg/app:latest
     depends_on: [db]
@@ -49,6 +52,11 @@ class StubPlan:
 
     def datasets(self) -> list[Dataset]:
         return [DATASET]
+
+    def held(self) -> list[str]:
+        return list(self.around)
+
+    around: tuple[str, ...] = ()  # unit.neighbours: stopped with the unit until the verdict
 
 
 class World:
@@ -117,6 +125,12 @@ class World:
     def destroy(self, name: str) -> None:
         self.log.append((f"destroy {name}", self.phase()))
 
+    def nested(self, d: Dataset) -> list[str]:
+        return []
+
+    def whole_refused(self, d: Dataset) -> str:
+        return ""
+
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
@@ -127,10 +141,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return w
 
 
-def start(world: World) -> transaction.Transaction:
+def start(world: World, around: tuple[str, ...] = ()) -> transaction.Transaction:
     project = parse_project(COMPOSE, Invocation.parse([]), ["/srv/shop/compose.yaml"])
     plan = StubPlan(changes={"app": Change("app", "sha256:old", OLD, "reg/app:latest", "sha256:new", NEW)},
-                    unit=["app", "db"])
+                    unit=["app", "db"], around=around)
     txn = transaction.Transaction(project, plan, [], "up", ["-d"], Reporter(quiet=True),  # type: ignore[arg-type]
                                   backends=lambda kind: world)
     world.journal = txn.journal
@@ -171,6 +185,46 @@ def test_probe_failure_rolls_back_in_order(world: World) -> None:
     j = Journal.load("shop", world.journal.id)
     assert j.outcome == ROLLED_BACK and j.judged_bad
     assert [b.digest for b in PinFile("shop").pins["app"].bad] == [NEW]
+
+
+def test_a_neighbour_is_stopped_before_the_snapshot_and_started_after_the_commit(world: World) -> None:
+    # worker writes into db, which a rollback would put back: it must not write meanwhile, so
+    # the new version's `up` (all services: the user named none) must not start it either
+    world.probe_ok = [True]
+    assert start(world, around=("worker",)).run() == 0
+    assert world.log == [
+        ("stop app worker", "quiescing"),
+        ("snapshot /pool/shop-app", "quiescing"),
+        ("up --pull missing -d app db", "starting"),
+        ("probe app", "probing"),
+        ("up --pull missing -d worker", "committed"),
+    ]
+    assert Journal.load("shop", world.journal.id).held == ["worker"]
+
+
+def test_a_neighbour_stays_stopped_until_the_rollback_has_restored(world: World) -> None:
+    world.probe_ok = [False, True]
+    with pytest.raises(RolledBack):
+        start(world, around=("worker",)).run()
+    assert world.log == [
+        ("stop app worker", "quiescing"),
+        ("snapshot /pool/shop-app", "quiescing"),
+        ("up --pull missing -d app db", "starting"),
+        ("probe app", "probing"),
+        ("stop app db worker", "stopping-unit"),
+        ("restore /pool/shop-app", "restoring"),
+        ("up --detach --no-recreate --no-deps --pull missing --no-build db", "pinned"),
+        ("up --detach --force-recreate --no-deps --pull missing --no-build app", "pinned"),
+        ("up --detach --no-recreate --no-deps --pull missing --no-build worker", "pinned"),
+        ("probe app", "reprobing"),
+    ]
+
+
+def test_a_neighbour_is_started_again_when_the_snapshot_fails(world: World) -> None:
+    world.fail_snapshot = StorageError("the pool is full")
+    with pytest.raises(GuardError, match="nothing was changed"):
+        start(world, around=("worker",)).run()
+    assert [c for c, _ in world.log] == ["stop app worker", "snapshot /pool/shop-app", "start app worker"]
 
 
 def test_snapshot_failure_restarts_what_was_stopped_and_changes_nothing(world: World) -> None:
