@@ -31,9 +31,10 @@ apt_install() {
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
-# zsh, fish: contrib/shell's functions; pipx: lab/package-check.sh installs as README says
+# zsh, fish: contrib/shell's functions; pipx: lab/package-check.sh installs as README says;
+# mmdebstrap: the lab's PostgreSQL and SQLite images, from Debian's packages (lab/lab.sh)
 apt_install docker.io docker-registry btrfs-progs busybox-static iproute2 util-linux acl \
-    python3-venv ca-certificates systemd zsh fish pipx
+    python3-venv ca-certificates systemd zsh fish pipx mmdebstrap
 
 if [ "$want_zfs" -eq 1 ]; then
     # zfs-dkms lives in Debian's contrib component: add it next to the existing sources

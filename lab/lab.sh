@@ -171,6 +171,101 @@ images_up() {
     touch "$LAB/images.stamp"
 }
 
+# -- real database engines, from Debian's own packages ---------------------------------------
+# A base image per engine: `mmdebstrap --variant=minbase` of bookworm from the machine's own
+# apt sources (no registry on the internet is reachable), `docker import`ed as
+# lab/NAME-base:<hash of the recipe>, then finished by lab/images/*/Dockerfile (ENV,
+# entrypoint, healthcheck) with the legacy builder. Both steps are cached: the base is built
+# only when no image has its recipe's tag, a finished image only when its label
+# io.composeguard.lab.recipe (base tag + the folder's files + build args) differs.
+DEBIAN_SUITE=bookworm
+RECIPE_LABEL=io.composeguard.lab.recipe
+
+apt_sources() {
+    # The Debian sources this machine's apt uses (deb822 or one-line), handed to mmdebstrap
+    # as its mirror: no host name of our own. COMPOSEGUARD_LAB_APT_SOURCES names another file.
+    local f
+    for f in "${COMPOSEGUARD_LAB_APT_SOURCES:-}" /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list; do
+        if [ -n "$f" ] && [ -s "$f" ] && grep -qE '^[[:space:]]*(deb[[:space:]]|URIs:)' "$f"; then
+            echo "$f"
+            return 0
+        fi
+    done
+    die "no Debian apt sources found for mmdebstrap (set COMPOSEGUARD_LAB_APT_SOURCES to a sources file)"
+}
+
+debian_base() {
+    # debian_base NAME PACKAGES(comma-separated): print the tag of the imported base image,
+    # building it first when no image has it.
+    local name=$1 include=$2
+    local opts=(
+        --variant=minbase --include="$include"
+        --aptopt='APT::Install-Recommends "false"'
+        --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+        --dpkgopt='path-include=/usr/share/doc/*/copyright'
+        # postgresql-common makes a "main" cluster at install: the entrypoint's initdb makes its own
+        --customize-hook='rm -rf "$1/var/lib/postgresql/15" "$1/etc/postgresql/15" "$1/var/cache/apt/"*.bin'
+        --customize-hook='rm -rf "$1/var/lib/apt/lists/"*'
+    )
+    local hash tag
+    hash=$(printf '%s\n' "$DEBIAN_SUITE" "${opts[@]}" | sha256sum | cut -c1-12)
+    tag="lab/$name-base:$hash"
+    if [ -z "$(image_id "$tag")" ]; then
+        command -v mmdebstrap >/dev/null || die "mmdebstrap is missing (lab/install-packages.sh installs it)"
+        local sources tarball t0
+        sources=$(apt_sources)
+        tarball=$(mktemp -p "$LAB" "$name-base.XXXXXX.tar")
+        t0=$SECONDS
+        log "building $tag: mmdebstrap $DEBIAN_SUITE with $include from $sources (about a minute)"
+        if ! mmdebstrap --quiet "${opts[@]}" "$DEBIAN_SUITE" "$tarball" "$sources" </dev/null >&2; then
+            rm -f "$tarball"
+            die "mmdebstrap of $tag failed"
+        fi
+        docker import --change "LABEL $RECIPE_LABEL=$hash" \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            "$tarball" "$tag" >/dev/null
+        rm -f "$tarball"
+        log "built $tag in $((SECONDS - t0)) s"
+    fi
+    echo "$tag"
+}
+
+finished_image() {
+    # finished_image TAG FOLDER [BUILD-ARG...]: docker build lab/images/FOLDER as TAG unless
+    # TAG already carries this recipe's label (the build args, the image ID of BASE, the
+    # folder's files); then push it to the lab registry as TAG.
+    local tag=$1 dir="$HERE/images/$2"
+    shift 2
+    local args=() a base="" hash
+    for a in "$@"; do
+        args+=(--build-arg "$a")
+        [[ "$a" == BASE=* ]] && base=$(image_id "${a#BASE=}")
+    done
+    hash=$( { printf '%s\n' "$@" "$base"; (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } \
+        | sha256sum | cut -c1-12)
+    if [ "$(docker image inspect -f "{{index .Config.Labels \"$RECIPE_LABEL\"}}" "$tag" 2>/dev/null)" != "$hash" ]; then
+        log "building $tag"
+        local out
+        out=$(DOCKER_BUILDKIT=0 docker build -q "${args[@]}" --label "$RECIPE_LABEL=$hash" -t "$tag" "$dir" 2>&1) \
+            || { echo "$out" >&2; die "build of $tag failed"; }
+    fi
+    docker tag "$tag" "$REGISTRY/$tag"
+    docker push -q "$REGISTRY/$tag" >/dev/null
+}
+
+engine_images_up() {
+    local pg sq
+    pg=$(debian_base postgres postgresql-15)
+    finished_image lab/postgres:15 postgres "BASE=$pg"
+    # the app's psql comes from the server image
+    finished_image lab/pgapp:v1 pgapp BASE=lab/postgres:15 APP_VERSION=v1
+    finished_image lab/pgapp:v2 pgapp BASE=lab/postgres:15 APP_VERSION=v2
+    sq=$(debian_base sqlite sqlite3)
+    finished_image lab/sqliteapp:v1 sqliteapp "BASE=$sq" APP_VERSION=v1
+    finished_image lab/sqliteapp:v2 sqliteapp "BASE=$sq" APP_VERSION=v2
+}
+
 cmd_up() {
     [ "$(id -u)" -eq 0 ] || die "the lab needs root (dockerd, loop mounts)"
     mkdir -p "$LAB"
@@ -181,6 +276,7 @@ cmd_up() {
     registry_up
     btrfs_up
     images_up
+    engine_images_up
     log "ready: docker $(docker version -f '{{.Server.Version}}'), $(docker compose version --short | sed 's/^/compose /'), registry $REGISTRY, btrfs $POOL_MNT"
 }
 
