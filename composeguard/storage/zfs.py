@@ -21,9 +21,12 @@ so those steps use the ``zfs`` command, which does the mount bookkeeping.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import secrets
 
 from composeguard import execute
 from composeguard.errors import CommandError, StorageError, last_line
@@ -39,6 +42,8 @@ HOLD_TAG = "composeguard"
 PROP = "composeguard:"  # user-property namespace
 # Properties a clone cannot take or that composeguard sets itself.
 NOT_COPIED = {"canmount", "origin"}
+FICLONE = 0x40049409  # _IOW(0x94, 9, int): clone all of a file's blocks into another
+PROBE_BYTES = 4096
 
 
 def zfs(*args: str, check: bool = True) -> str:
@@ -291,6 +296,60 @@ class ZfsBackend:
         feature = ["zpool", "get", "-H", "-o", "value", "feature@block_cloning", d.pool]
         proc = execute.run(feature, check=False)
         return "clone" if proc.returncode == 0 and proc.stdout.strip() in ("enabled", "active") else "copy"
+
+    def prove_copy(self, d: Dataset, paths: list[str], method: str) -> tuple[str, str]:
+        """(method to use, how it was proven or why it fell back). ``copy_method`` reads the
+        module parameter and the pool feature, which do not prove that cloning works on this
+        dataset (an encrypted dataset, a module or kernel that falls back): block-clone a
+        probe file with FICLONE where the restore will write. OpenZFS >= 2.2 fails FICLONE
+        instead of copying when it cannot clone, so a failure means "copy", and preflight's
+        free-space check for a byte copy then applies."""
+        if method != "clone":
+            return method, "no block cloning on this pool/module: a byte copy" if method == "copy" else ""
+        first = os.path.realpath(paths[0]) if paths else d.files_at
+        where = first if first == d.files_at or os.path.ismount(first) else os.path.dirname(first)
+        try:
+            self._clone_probe(d, where)
+        except OSError as e:
+            log.info("block cloning failed in %s (%s): the restore will copy", where, e.strerror or e)
+            return "copy", f"block cloning failed here ({e.strerror or e}): a byte copy"
+        return "clone", f"proved: block-cloned a probe file from {d.name} to {where}"
+
+    @staticmethod
+    def _clone_probe(d: Dataset, where: str) -> None:
+        """FICLONE a small synced file into a second one in ``where``; both are removed. The
+        names hold ``.composeguard-restore-`` so that usage.py never counts them as data."""
+        tag = secrets.token_hex(4)
+        src = os.path.join(where, f".composeguard-restore-probe-{tag}")
+        dst = os.path.join(where, f".composeguard-restore-probe-{tag}.clone")
+        made: list[str] = []
+        try:
+            sfd = os.open(src, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            made.append(src)
+            try:
+                os.write(sfd, b"composeguard block-cloning probe\n".ljust(PROBE_BYTES, b"\0"))
+                os.fsync(sfd)
+                # Blocks still dirty in the open transaction group cannot be cloned (EAGAIN on
+                # 2.2): sync the pool so that only a real inability to clone fails the probe.
+                execute.run(["zpool", "sync", d.pool], check=False)
+                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                made.append(dst)
+                try:
+                    fcntl.ioctl(dfd, FICLONE, sfd)
+                    if os.fstat(dfd).st_size != PROBE_BYTES:
+                        raise OSError(errno.EIO, "the clone has the wrong size")
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(sfd)
+            log.debug("FICLONE %s -> %s worked", src, dst)
+        finally:
+            for f in made:
+                try:
+                    os.unlink(f)
+                except FileNotFoundError:
+                    pass
+
 
     def free_bytes(self, d: Dataset) -> int:
         return int(get(d.name, "available"))
