@@ -56,6 +56,7 @@ class Plan:
     # compose cannot stop them, so what they write meanwhile would be rolled back.
     outside: list[str] = field(default_factory=list)
     running_now: set[str] = field(default_factory=set)  # services with a running container
+    around: set[str] = field(default_factory=set)  # every neighbour, running or not
 
     def held(self) -> list[str]:
         """Stopped before the snapshot and kept stopped until the verdict: the neighbours, and
@@ -224,6 +225,7 @@ def map_storage(plan: Plan) -> None:
         reads = {s: mapper.read_paths(project.services[s]) for s in storage}
         around = neighbours(plan.unit, deps, reads, paths)
         plan.neighbours = {s: why for s, why in around.items() if s in plan.running_now}
+        plan.around = set(around)  # stopped or not, their mounts are no one else's
         for d in plan.datasets():
             # only the children mounted inside the unit's own paths in d: not Docker's layer
             # datasets under a data-root dataset that holds a named volume
@@ -274,7 +276,7 @@ def classify_datasets(
     ``docker ps -a`` + one batched inspect for every container on the host (``uses``, when the
     caller has them already), one listing of the directories on the way to the unit's paths,
     one read of mountinfo."""
-    unit = set(plan.unit)
+    unit = set(plan.unit) | plan.around
     others = [
         c
         for c in (docker.all_container_uses() if uses is None else uses)

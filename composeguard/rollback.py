@@ -185,7 +185,8 @@ def roll_back(
         if j.held:  # the very containers that were stopped, on the restored data
             docker.compose(
                 project,
-                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build", *j.held],
+                ["up", "--detach", "--no-recreate", "--no-deps", "--pull", "missing", "--no-build",
+                 *rollback_up_options(j.up_args, j.held, recreate=False), *j.held],
                 extra_files=pin_files,
             )
         j.step("reprobing")

@@ -321,3 +321,66 @@ def test_data_shared_with_another_project_is_refused(
         q.compose("down", "-t", "1", check=False)
         p.compose("down", "-t", "1", check=False)
         run(["docker", "volume", "rm", name])
+
+
+def test_rollback_by_hand_asks_again_who_uses_the_dataset(
+    lab_project: LabProject, other_project: LabProject
+) -> None:
+    """Step 13, point 2: an upgrade committed while the dataset held only A's folder; since then
+    project B keeps its data in another folder of it. `composeguard rollback` must not trust the
+    day of the upgrade: it restores A's folder only, and B's folder, data and container are left
+    alone (a whole restore would take b/ out of its path while B writes into the kept state)."""
+    p, q = lab_project, other_project
+    p.push("lab/app:v1", "app")
+    ds = p.volume("appdata")
+    (ds / "a").mkdir()
+    (ds / "a" / "db.txt").write_text("rows of v1\n")
+    deploy_a(p, ds / "a")
+    p.push("lab/app:v3", "app")  # a good upgrade
+    [d] = json.loads(p.cg("plan", "--json").stdout)["datasets"]
+    assert d["exclusive"] is True and d["restore"] == "whole"
+    r = p.cg("up", "-d", "--pull", "always", "--wait")
+    assert r.returncode == 0, r.stderr
+    (ds / "a" / "db.txt").write_text("rows of v3\n")
+    (ds / "b").mkdir()
+    start_writer(q, ds / "b")  # a week later: B moves in
+    writer = q.container("writer")
+    time.sleep(1)
+    assert len(lines_are_complete(ds / "b" / "lines.txt")) >= 2
+
+    r = p.cg("rollback")
+
+    assert r.returncode == 0, r.stderr
+    assert "cannot be restored whole now" in r.stderr and f"restoring only {ds / 'a'}" in r.stderr
+    assert (ds / "a" / "db.txt").read_text() == "rows of v1\n", "A's folder is back"
+    now = q.container("writer")
+    assert now["Id"] == writer["Id"] and now["State"]["StartedAt"] == writer["State"]["StartedAt"]
+    n = len(lines_are_complete(ds / "b" / "lines.txt"))
+    time.sleep(1.5)
+    assert len(lines_are_complete(ds / "b" / "lines.txt")) > n, "B still writes into its folder"
+    txn = p.history()[-1]
+    assert txn["outcome"] == "rolled-back" and txn["restores"][d["dataset"]]["paths"] == [str(ds / "a")]
+
+
+@same_on_zfs("the refusal is storage-independent and runs on Btrfs")
+def test_rollback_by_hand_is_refused_when_someone_uses_the_units_data_now(
+    lab_project: LabProject, other_project: LabProject
+) -> None:
+    """Since the upgrade, another project mounts a folder INSIDE A's data: no rollback can put
+    A back without touching it, so `rollback` refuses before anything stops."""
+    p, q = lab_project, other_project
+    p.push("lab/app:v1", "app")
+    ds = p.volume("appdata")
+    (ds / "a").mkdir()
+    deploy_a(p, ds / "a")
+    p.push("lab/app:v3", "app")
+    assert p.cg("up", "-d", "--pull", "always", "--wait").returncode == 0
+    app = p.container("app")
+    (ds / "a" / "shared").mkdir()
+    start_writer(q, ds / "a" / "shared")
+
+    r = p.cg("rollback")
+
+    one_line(r, 2, "cannot restore", "is used by container", "Nothing was changed")
+    assert p.container("app")["State"]["StartedAt"] == app["State"]["StartedAt"], "nothing was stopped"
+    assert p.history()[-1]["outcome"] == "committed"

@@ -136,7 +136,10 @@ def test_a_service_that_depends_on_the_unit_is_a_neighbour():
 def test_neighbours_are_found_at_any_depth_and_any_cycle_ends():
     deps = {"db": [], "api": ["db"], "front": ["api"], "a": ["b"], "b": ["a"], "lone": []}
     around = run_with_timeout(neighbours, ["db"], deps, {}, {"db": ["/p/db"]})
-    assert around == {"api": "depends on db (in the rollback unit)", "front": "depends on api (stopped with it)"}
+    assert around == {
+        "api": "depends on db (in the rollback unit)",
+        "front": "depends on api (stopped with it)",
+    }
 
 
 def test_a_read_only_reader_of_the_units_data_is_a_neighbour():
