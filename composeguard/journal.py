@@ -55,6 +55,8 @@ class Journal:
     # Services around the unit (neighbours, and members that only share its data): stopped
     # with it before the snapshot, kept stopped until the verdict, then started again.
     held: list[str] = field(default_factory=list)
+    # Running unit members paused only for the instant of the snapshots (Planner.frozen).
+    frozen: list[str] = field(default_factory=list)
     datasets: list[Dataset] = field(default_factory=list)
     snapshots: list[Snapshot] = field(default_factory=list)
     failed_states: list[str] = field(default_factory=list)

@@ -75,6 +75,21 @@ class Plan:
             seen.setdefault(d.name, d)
         return list(seen.values())
 
+    def frozen(self, quiesced: list[str]) -> list[str]:
+        """Running unit members (not ``quiesced`` already) whose data lies in more than one
+        atomic snapshot group: several Btrfs subvolumes (PGDATA and pg_wal on two), or
+        datasets of several ZFS pools. Their snapshots are taken one after the other, so the
+        service is paused for that instant (``docker compose pause``): together they are one
+        moment, as after a power cut, which a database recovers from."""
+        out = []
+        for s in self.unit:
+            if s in quiesced or s not in self.running_now:
+                continue
+            groups = {d.pool if d.backend == "zfs" else d.name for d in self.storage[s].datasets}
+            if len(groups) > 1:
+                out.append(s)
+        return out
+
     def refusals(self, allow_all: bool) -> list[tuple[str, NotProtected]]:
         """Unprotected data volumes of unit services that are not allowed."""
         out = []

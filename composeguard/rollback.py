@@ -85,8 +85,9 @@ def abort(
     stay down because a snapshot cannot be destroyed), then drop our partial snapshots."""
     reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
     # Restart first, write afterwards: the failure may be the journal itself (a full disk).
-    if j.paused:
-        docker.compose(project, ["unpause", *j.paused], extra_files=pin_files, check=False, capture=True)
+    if j.paused or j.frozen:
+        paused = [*j.paused, *j.frozen]
+        docker.compose(project, ["unpause", *paused], extra_files=pin_files, check=False, capture=True)
     if j.stopped:
         docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
     j.best_effort = True

@@ -214,9 +214,19 @@ class Transaction:
             if len(j.snapshots) == 1 and len(datasets) > 1:
                 pause_point("between-snapshots")
 
-        for kind, group in by_backend(datasets).items():
-            self.backends(kind).snapshot(group, tags, on_each=made)
+        j.frozen = self.plan.frozen([*j.stopped, *j.paused])
+        if j.frozen:
             j.save()
+            self.rep.step(f"pausing {', '.join(j.frozen)} for the snapshots (data in several subvolumes)")
+            docker.compose(self.project, ["pause", *j.frozen], extra_files=self.pin_files, capture=True)
+        try:
+            for kind, group in by_backend(datasets).items():
+                self.backends(kind).snapshot(group, tags, on_each=made)
+                j.save()
+        finally:
+            if j.frozen:
+                unpause = ["unpause", *j.frozen]
+                docker.compose(self.project, unpause, extra_files=self.pin_files, check=False, capture=True)
         j.step("snapshotted")
         self.rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
 

@@ -57,6 +57,10 @@ class StubPlan:
         return list(self.around)
 
     around: tuple[str, ...] = ()  # unit.neighbours: stopped with the unit until the verdict
+    spread: tuple[str, ...] = ()  # running members with data in several subvolumes
+
+    def frozen(self, quiesced: list[str]) -> list[str]:
+        return [s for s in self.spread if s not in quiesced]
 
 
 class World:
@@ -141,12 +145,25 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     return w
 
 
-def start(world: World, around: tuple[str, ...] = ()) -> transaction.Transaction:
+def start(
+    world: World, around: tuple[str, ...] = (), spread: tuple[str, ...] = ()
+) -> transaction.Transaction:
     project = parse_project(COMPOSE, Invocation.parse([]), ["/srv/shop/compose.yaml"])
-    plan = StubPlan(changes={"app": Change("app", "sha256:old", OLD, "reg/app:latest", "sha256:new", NEW)},
-                    unit=["app", "db"], around=around)
-    txn = transaction.Transaction(project, plan, [], "up", ["-d"], Reporter(quiet=True),  # type: ignore[arg-type]
-                                  backends=lambda kind: world)
+    plan = StubPlan(
+        changes={"app": Change("app", "sha256:old", OLD, "reg/app:latest", "sha256:new", NEW)},
+        unit=["app", "db"],
+        around=around,
+        spread=spread,
+    )
+    txn = transaction.Transaction(
+        project,
+        plan,
+        [],
+        "up",
+        ["-d"],
+        Reporter(quiet=True),  # type: ignore[arg-type]
+        backends=lambda kind: world,
+    )
     world.journal = txn.journal
     txn.journal.save()
     return txn
@@ -220,6 +237,30 @@ def test_a_neighbour_stays_stopped_until_the_rollback_has_restored(world: World)
     ]
 
 
+def test_a_member_with_data_in_two_subvolumes_is_paused_for_the_instant_of_the_snapshots(
+    world: World,
+) -> None:
+    # PGDATA and pg_wal on two Btrfs subvolumes: two snapshots, one moment
+    world.probe_ok = [True]
+    assert start(world, spread=("db",)).run() == 0
+    assert [c for c, _ in world.log] == [
+        "stop app",
+        "pause db",
+        "snapshot /pool/shop-app",
+        "unpause db",
+        UP,
+        "probe app",
+    ]
+
+
+def test_a_failed_snapshot_unpauses_what_was_paused_for_it(world: World) -> None:
+    world.fail_snapshot = StorageError("the pool is full")
+    with pytest.raises(GuardError, match="nothing was changed"):
+        start(world, spread=("db",)).run()
+    assert [c for c, _ in world.log][:4] == ["stop app", "pause db", "snapshot /pool/shop-app", "unpause db"]
+    assert [c for c, _ in world.log][-1] == "start app"
+
+
 def test_a_neighbour_is_started_again_when_the_snapshot_fails(world: World) -> None:
     world.fail_snapshot = StorageError("the pool is full")
     with pytest.raises(GuardError, match="nothing was changed"):
@@ -263,9 +304,15 @@ def test_a_full_disk_after_the_snapshots_still_ends_on_the_old_version(world: Wo
         start(world).run()
     ran = [c for c, _ in world.log]
     assert ran == [
-        "stop app", "snapshot /pool/shop-app", UP, "probe app", "stop app db", "restore /pool/shop-app",
+        "stop app",
+        "snapshot /pool/shop-app",
+        UP,
+        "probe app",
+        "stop app db",
+        "restore /pool/shop-app",
         "up --detach --no-recreate --no-deps --pull missing --no-build db",
-        "up --detach --force-recreate --no-deps --pull missing --no-build app", "probe app",
+        "up --detach --force-recreate --no-deps --pull missing --no-build app",
+        "probe app",
     ]
     assert (world.spare / "projects" / "shop" / "pins.applied.yaml").exists()
 
