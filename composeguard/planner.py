@@ -263,7 +263,7 @@ def outside_writers(plan: Plan, uses: list[docker.ContainerUse]) -> list[str]:
     project = plan.project.name
     members = set(plan.unit) | set(plan.neighbours)
     nets: dict[str, str] = {}  # network -> a unit member on it
-    for c in uses:
+    for c in sorted(uses, key=lambda c: c.service):
         if c.project == project and c.service in members:
             for n in c.networks:
                 if n not in DEFAULT_NETWORKS:

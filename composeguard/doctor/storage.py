@@ -12,7 +12,7 @@ from composeguard.compose.project import Project
 from composeguard.doctor.findings import Finding
 from composeguard.doctor.workload import Recommendation, recommend
 from composeguard.errors import StorageError
-from composeguard.planner import Plan, classify_datasets
+from composeguard.planner import Plan, classify_datasets, outside_writers
 from composeguard.report import mib, size_text
 from composeguard.storage.base import Dataset
 from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO
@@ -48,6 +48,10 @@ def check_storage(project: Project, services: list[str], mapper: StorageMapper) 
     findings: list[Finding] = []
     for s in services:
         findings += _service(project, s, storage[s], mapper, uses, root_dir, props)
+        if storage[s].protected:  # its data goes back on a rollback: who could write to it then
+            alone = Plan(project, [s], {}, {}, unit=[s], storage=storage)
+            fix = "stop it around upgrades of this project, or keep it off this service's networks"
+            findings += [Finding(s, AREA, "warning", w, fix) for w in outside_writers(alone, uses)]
     findings += _free_space(project, list(datasets.values()), mapper)
     return findings
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import FAST, STORAGE, LabProject, app_service
+from tests.lab.labproject import FAST, STORAGE, LabProject, app_service, run
 
 pytestmark = [
     pytest.mark.lab,
@@ -89,7 +89,35 @@ def test_a_worker_writing_into_the_restored_db_loses_no_acknowledged_write(lab_p
     worker = p.container("worker")
     p.push("lab/app:v2", "app")  # migrates db (rewrites rows.txt), then fails its healthcheck
 
-    plan = json.loads(p.cg("plan", "--json").stdout)
+    # a container compose did not make, on the project's network: it cannot be stopped with it
+    outsider = f"{p.name}-outsider"
+    run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            outsider,
+            "--network",
+            f"{p.name}_default",
+            "lab/busybox:1",
+            "sleep",
+            "1d",
+        ],
+        check=True,
+    )
+    try:
+        plan = json.loads(p.cg("plan", "--json").stdout)
+        doctor = p.cg("doctor", "--json")
+    finally:
+        run(["docker", "rm", "-f", outsider])
+    assert plan["outside"] == [
+        f"container {outsider} shares the network {p.name}_default with app: writes from it during an "
+        f"upgrade would be rolled back"
+    ], plan["outside"]
+    assert any(
+        outsider in f["message"] and f["severity"] == "warning" for f in json.loads(doctor.stdout)["findings"]
+    ), doctor
     assert plan["unit"] == ["app", "db"]
     assert plan["neighbours"] == [{"service": "worker", "why": "depends on db (in the rollback unit)"}]
     assert "worker: depends on db" in p.cg("plan").stdout
