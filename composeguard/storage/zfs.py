@@ -27,21 +27,28 @@ import json
 import logging
 import os
 import secrets
+from dataclasses import dataclass
 
 from composeguard import execute
-from composeguard.errors import CommandError, StorageError, last_line
+from composeguard.errors import CommandError, ConfigError, StorageError, last_line
 from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.libzfs_core import ZfsUnavailable, library
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
+from composeguard.storage.probecopy import restore_target_dir
+from composeguard.storage.usage import is_inside
 
 log = logging.getLogger("composeguard.zfs")
 
 PREFIX = "composeguard-"
 HOLD_TAG = "composeguard"
 PROP = "composeguard:"  # user-property namespace
-# Properties a clone cannot take or that composeguard sets itself.
-NOT_COPIED = {"canmount", "origin"}
+# Properties a clone cannot take or that composeguard sets itself. A clone of an encrypted
+# snapshot shares its origin's key: ZFS refuses any encryption property on it ("Encryption
+# properties must inherit from origin dataset"); promote moves the encryption root (and its
+# keylocation) to the clone when the origin was one (see ZfsBackend.restore).
+ENCRYPTION_PROPS = {"encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt", "encryptionroot"}
+NOT_COPIED = {"canmount", "origin"} | ENCRYPTION_PROPS
 FICLONE = 0x40049409  # _IOW(0x94, 9, int): clone all of a file's blocks into another
 PROBE_BYTES = 4096
 
@@ -84,6 +91,22 @@ def _own_mountpoint(failed: str, txn: str) -> None:
         zfs("set", f"mountpoint={mp.rstrip('/')}{own}", failed)
 
 
+def _load_key(name: str) -> None:
+    """Promoting the clone of an encryption root makes the clone the encryption root (it takes
+    the keylocation along, the origin inherits from it), and leaves the key UNLOADED for both
+    (seen on OpenZFS 2.1.11: keystatus unavailable, the renamed clone not mountable). Load it
+    again from its keylocation; whole_refused keeps ``keylocation=prompt`` away from here."""
+    if get(name, "keystatus") != "unavailable":
+        return  # "available", or "-": not encrypted
+    root = get(name, "encryptionroot")
+    if get(root, "keylocation") == "prompt":
+        raise StorageError(
+            f"the encryption key of {root} is not loaded and is typed in (keylocation=prompt): "
+            f"run zfs load-key {root}, then composeguard recover"
+        )
+    zfs("load-key", root)
+
+
 def kept_by_composeguard(pool: str) -> str:
     """What composeguard's own kept snapshots and failed datasets hold in ``pool``, for the
     free-space refusal: the space a lower ``retention``/``keep_rollbacks`` would give back."""
@@ -114,12 +137,24 @@ def staging_name(dataset: str, txn: str) -> str:
     return f"{dataset}.{PREFIX}restore-{txn}"
 
 
+@dataclass(frozen=True)
+class Child:
+    """A dataset below another one, as ``zfs list -o name,type,mounted,mountpoint,keystatus``
+    shows it (a volume says ``-`` for mounted and mountpoint; an unencrypted one for keystatus)."""
+
+    name: str
+    type: str
+    mounted: str
+    mountpoint: str
+    keystatus: str
+
+
 class ZfsBackend:
     kind = "zfs"
 
     def __init__(self, mounts: list[Mount]) -> None:
         self.mounts = mounts
-        self._tree: dict[str, list[tuple[str, str, str]]] = {}
+        self._tree: dict[str, list[Child]] = {}
 
     # -- discovery -------------------------------------------------------------------------
     def dataset_for(self, path: str) -> Dataset:
@@ -227,6 +262,7 @@ class ZfsBackend:
                 zfs("clone", "-o", "canmount=noauto", *opts, pre, staging)
             if get(staging, "origin") == pre:
                 zfs("promote", staging)
+            _load_key(staging)
             if exists(live):
                 zfs("set", "canmount=noauto", live)
                 if get(live, "mounted") == "yes":
@@ -236,6 +272,7 @@ class ZfsBackend:
             zfs("rename", staging, live)
         # canmount cannot be inherited: put back the local value, or the default "on".
         zfs("set", f"canmount={local.get('canmount', 'on')}", live)
+        _load_key(live)
         if (
             get(live, "mounted") != "yes"
             and get(live, "canmount") != "off"
@@ -251,32 +288,70 @@ class ZfsBackend:
     # -- directory-level restore (storage/pathrestore.py) ----------------------------------
     def whole_refused(self, d: Dataset) -> str:
         """Why the clone-promote-rename restore cannot be used: the pool's root dataset has
-        no parent to rename in; a child dataset would be carried away with the rename; a
-        ``mountpoint=legacy`` dataset is mounted by fstab, which composeguard cannot redo."""
+        no parent to rename in; a child dataset (a filesystem, mounted or not, or a zvol) would
+        be carried away with the rename; a ``mountpoint=legacy`` dataset is mounted by fstab,
+        which composeguard cannot redo."""
         if "/" not in d.name:
             return "it is the pool's root dataset, which cannot be renamed"
-        if self._children(d.name):
+        kids = self._children(d.name)
+        volumes = [c.name for c in kids if c.type == "volume"]
+        if volumes:
+            return f"it has child datasets (the volume {volumes[0]}), which a rename would carry away"
+        unmounted = [c.name for c in kids if c.mounted != "yes"]
+        if unmounted:
+            return f"it has child datasets ({unmounted[0]} is not mounted), which a rename would carry away"
+        if kids:
             return "it has child datasets, which a rename would carry away"
         if get(d.name, "mountpoint") == "legacy":
             return "its mountpoint is legacy (mounted by fstab), so a renamed copy would not be mounted"
+        if get(d.name, "encryptionroot") == d.name and get(d.name, "keylocation") == "prompt":
+            return ("it is an encryption root whose key is typed in (keylocation=prompt): the whole "
+                    "restore's promote unloads the key, which composeguard could not load again")
         return ""
 
-    def _children(self, name: str) -> list[tuple[str, str, str]]:
-        """(name, mounted, mountpoint) of every dataset below ``name``, cached per run."""
+    def _children(self, name: str) -> list[Child]:
+        """Every dataset below ``name`` (filesystems and volumes), cached per run."""
         if name not in self._tree:
-            out = zfs("list", "-H", "-r", "-t", "filesystem", "-o", "name,mounted,mountpoint", name)
-            rows = [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
-            self._tree[name] = [(n, m, mp) for n, m, mp in rows if n != name]  # type: ignore[misc]
+            out = zfs(
+                "list", "-H", "-r", "-t", "filesystem,volume",
+                "-o", "name,type,mounted,mountpoint,keystatus", name,
+            )
+            rows = [Child(*line.split("\t")) for line in out.splitlines() if line.strip()]
+            self._tree[name] = [c for c in rows if c.name != name]
         return self._tree[name]
 
-    def descendants(self, d: Dataset) -> list[Dataset]:
-        """The mounted datasets below ``d``: its files include theirs, so they are snapshotted
-        with it (in the same atomic lzc_snapshot) and restored each on its own."""
-        return [
-            Dataset(self.kind, n, d.pool, mp)
-            for n, mounted, mp in self._children(d.name)
-            if mounted == "yes" and PREFIX not in n
-        ]
+    def descendants(self, d: Dataset, inside: list[str]) -> list[Dataset]:
+        """The datasets below ``d`` that are mounted inside ``inside`` (the unit's real volume
+        paths in ``d``): the unit's files include theirs, so they are snapshotted with it (in
+        the same atomic lzc_snapshot) and restored each on its own. Nothing else: on a host
+        using Docker's zfs storage driver the data-root dataset has one child per image layer
+        and container, and a hold on their snapshots would stop ``docker rm``/prune.
+
+        Where a child is mounted is read from the mount table: Docker's layers (and fstab
+        mounts) say ``legacy`` in the property. A child whose mountpoint lies inside a unit
+        path but which is not mounted because its encryption key is not loaded is refused: once
+        the key is loaded it would cover the unit's folder with data nobody snapshotted."""
+        paths = [os.path.realpath(p) for p in inside]
+        out: list[Dataset] = []
+        for m in self.mounts:
+            n = m.source
+            if m.fstype != "zfs" or "@" in n or not n.startswith(d.name + "/") or PREFIX in n:
+                continue
+            if any(is_inside(m.mountpoint, p) for p in paths) and all(x.name != n for x in out):
+                out.append(Dataset(self.kind, n, d.pool, m.mountpoint))
+        mounted = {x.name for x in out}
+        for c in self._children(d.name):
+            if c.type != "filesystem" or c.name in mounted or c.keystatus != "unavailable":
+                continue
+            within = [p for p in paths if c.mountpoint.startswith("/") and is_inside(c.mountpoint, p)]
+            if within:
+                raise ConfigError(
+                    f"the ZFS dataset {c.name} belongs at {c.mountpoint}, inside the volume path "
+                    f"{within[0]}, but is not mounted: its encryption key is not loaded, so composeguard "
+                    f"could not restore it (run zfs load-key {c.name} && zfs mount {c.name}, or move it "
+                    f"out of the volume)"
+                )
+        return out
 
     def nested(self, d: Dataset) -> list[str]:
         """ZFS child datasets are mounts; the mount check covers them."""
@@ -306,8 +381,7 @@ class ZfsBackend:
         free-space check for a byte copy then applies."""
         if method != "clone":
             return method, "no block cloning on this pool/module: a byte copy" if method == "copy" else ""
-        first = os.path.realpath(paths[0]) if paths else d.files_at
-        where = first if first == d.files_at or os.path.ismount(first) else os.path.dirname(first)
+        where = restore_target_dir(os.path.realpath(paths[0]) if paths else d.files_at, d.files_at)
         try:
             self._clone_probe(d, where)
         except OSError as e:
@@ -349,7 +423,6 @@ class ZfsBackend:
                     os.unlink(f)
                 except FileNotFoundError:
                     pass
-
 
     def free_bytes(self, d: Dataset) -> int:
         return int(get(d.name, "available"))

@@ -199,7 +199,7 @@ def test_mountpoint_with_spaces_and_child_datasets(datasets, tmp_path: Path) -> 
     found = be.dataset_for(get(parent, "mountpoint"))
     assert found.name == parent
     assert "child datasets" in be.whole_refused(found)
-    assert [c.name for c in be.descendants(found)] == [f"{parent}/child"]
+    assert [c.name for c in be.descendants(found, [found.mountpoint])] == [f"{parent}/child"]
     child = be.dataset_for(get(f"{parent}/child", "mountpoint"))
     assert child.name == f"{parent}/child" and be.whole_refused(child) == ""
     with pytest.raises(Unprotected, match="not on a ZFS dataset"):
@@ -249,3 +249,134 @@ def test_layouts_a_whole_restore_cannot_handle_are_restored_by_directory(dataset
             backend().dataset_for(str(bound))
     finally:
         subprocess.run(["umount", str(bound)], check=True)
+
+
+def _crypt(name: str) -> dict[str, str]:
+    return {p: get(name, p) for p in ("encryptionroot", "keylocation", "keystatus", "mounted")}
+
+
+def test_whole_restore_of_encrypted_datasets(datasets, tmp_path: Path) -> None:
+    """Step 13, point 3: an encryption root (key in a file) and a dataset that inherits its
+    encryption from an encrypted parent are restored whole: same name, the snapshot's data,
+    the key usable, the encryption root and keylocation as before; retention then releases
+    the failed datasets and the snapshots."""
+    key = tmp_path / "key"
+    key.write_text("composeguard-test-passphrase\n")
+    crypt = ("-o", "encryption=on", "-o", "keyformat=passphrase", "-o", f"keylocation=file://{key}")
+    root = datasets("enc", {"db.txt": "before\n"}, *crypt)
+    parent = datasets("encparent", None, *crypt)
+    inherits = f"{parent}/app"
+    zfs("create", inherits)
+    (Path(get(inherits, "mountpoint")) / "db.txt").write_text("before\n")
+    want = {root: _crypt(root), inherits: _crypt(inherits)}
+    assert want[root]["encryptionroot"] == root and want[inherits]["encryptionroot"] == parent
+
+    be = backend()
+    snaps = be.snapshot([be.dataset_for(get(n, "mountpoint")) for n in (root, inherits)], tags("T6"))
+    for n in (root, inherits):
+        (Path(get(n, "mountpoint")) / "db.txt").write_text("after a bad migration\n")
+
+    failed = {s.dataset.name: be.restore(s, "T6") for s in snaps}
+
+    for n in (root, inherits):
+        assert (Path(get(n, "mountpoint")) / "db.txt").read_text() == "before\n"
+        assert _crypt(n) == want[n], n
+        assert get(n, "origin") == "-", f"{n} is no clone any more"
+    assert get(failed[root], "keystatus") == "available"
+    # retention: the failed datasets first, then the pre-upgrade snapshots they were clones of
+    for s in snaps:
+        be.destroy(failed[s.dataset.name])
+        be.destroy(s.name)
+    names = zfs("list", "-H", "-o", "name", "-t", "all").split()
+    assert not [n for n in names if "composeguard" in n and n.startswith((root, parent))], names
+    for n in (root, inherits):
+        assert _crypt(n) == want[n], n
+        assert (Path(get(n, "mountpoint")) / "db.txt").read_text() == "before\n"
+    # A key that is typed in could not be loaded again after the promote: restored by paths.
+    zfs("set", "keylocation=prompt", root)
+    assert "keylocation=prompt" in backend().whole_refused(backend().dataset_for(get(root, "mountpoint")))
+    assert backend().whole_refused(backend().dataset_for(get(inherits, "mountpoint"))) == ""
+
+
+def test_children_a_rename_would_carry_away_or_whose_key_is_not_loaded(datasets, tmp_path: Path) -> None:
+    """Step 13, point 4: a zvol child (``zfs list -t filesystem`` does not show it) or an
+    unmounted child makes a dataset restored by paths, never renamed; a child whose key is not
+    loaded, belonging inside the unit's paths, is refused at plan time with the reason."""
+    from composeguard.errors import ConfigError
+
+    withvol = datasets("withvol", {"db.txt": "x\n"})
+    zfs("create", "-V", "16M", f"{withvol}/disk")
+    be = backend()
+    d = be.dataset_for(get(withvol, "mountpoint"))
+    assert "volume" in be.whole_refused(d) and f"{withvol}/disk" in be.whole_refused(d)
+    assert be.descendants(d, [d.mountpoint]) == []
+
+    key = tmp_path / "key"
+    key.write_text("composeguard-test-passphrase\n")
+    apps = datasets("apps", {"other.txt": "x\n"})
+    locked = f"{apps}/locked"
+    zfs("create", "-o", "encryption=on", "-o", "keyformat=passphrase", "-o", f"keylocation=file://{key}",
+        locked)
+    (Path(get(apps, "mountpoint")) / "app").mkdir()
+    zfs("unmount", locked)
+    zfs("unload-key", locked)
+    be = backend()
+    d = be.dataset_for(get(apps, "mountpoint"))
+    assert "not mounted" in be.whole_refused(d)
+    assert be.descendants(d, [f"{d.mountpoint}/app"]) == []  # outside the unit's path: not its data
+    with pytest.raises(ConfigError, match="key is not loaded"):
+        be.descendants(d, [d.mountpoint])
+
+
+def test_docker_zfs_driver_layers_are_not_snapshotted_or_held(datasets) -> None:
+    """Step 13, point 4: on Docker's zfs storage driver every image layer and container is a
+    child dataset of the data-root dataset (mountpoint=legacy, mounted under zfs/graph). An
+    app whose named volume is a folder of the data-root snapshots the data-root only: no layer
+    gets a composeguard snapshot or hold (so `docker rm` can destroy them), and the directory
+    restore of the volume still works. On OpenZFS 2.1 (no block cloning) the restore copies."""
+    from composeguard.storage import pathrestore
+
+    root = datasets("docker")
+    mp = Path(get(root, "mountpoint"))
+    vol = mp / "volumes" / "app_data" / "_data"
+    vol.mkdir(parents=True)
+    (vol / "db.txt").write_text("before\n")
+    layers = [f"{root}/{secrets.token_hex(8)}" for _ in range(2)]
+    mounted: list[Path] = []
+    try:
+        for layer in layers:
+            zfs("create", "-o", "mountpoint=legacy", layer)
+            at = mp / "zfs" / "graph" / layer.rsplit("/", 1)[1]
+            at.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "zfs", layer, str(at)], check=True)
+            mounted.append(at)
+            (at / "layer.txt").write_text("a layer\n")
+        be = backend()
+        d = be.dataset_for(str(vol))
+        assert d.name == root
+        below = be.descendants(d, [str(vol)])
+        assert below == []
+        assert be.descendants(d, [str(mp / "zfs")]) == [  # the mount table, not the property
+            type(d)("zfs", layer, d.pool, str(at)) for layer, at in zip(layers, mounted, strict=True)
+        ]
+        (snap,) = be.snapshot([d, *below], tags("T7"))
+        (vol / "db.txt").write_text("after a bad migration\n")
+        (vol / "new.txt").write_text("new\n")
+
+        method, why = be.prove_copy(d, [str(vol)], be.copy_method(d))
+        assert (method, why) == ("copy", "no block cloning on this pool/module: a byte copy")
+        record = {"paths": [str(vol)], "root": d.files_at, "method": method}
+        pathrestore.restore_paths(be, snap, record, "proj", "T7", save=lambda: None)
+        pathrestore.cleanup(record, "T7")
+        assert (vol / "db.txt").read_text() == "before\n" and not (vol / "new.txt").exists()
+
+        snaps = zfs("list", "-H", "-r", "-o", "name", "-t", "snapshot", root).split()
+        assert not [s for s in snaps if s.split("@")[0] in layers], snaps
+        for layer, at in zip(layers, mounted, strict=True):  # what `docker rm` does
+            subprocess.run(["umount", str(at)], check=True)
+            zfs("destroy", layer)
+        mounted.clear()
+        assert not [n for n in zfs("list", "-H", "-o", "name").split() if n in layers]
+    finally:
+        for at in mounted:
+            subprocess.run(["umount", str(at)], capture_output=True)
