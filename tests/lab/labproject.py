@@ -91,6 +91,22 @@ def tree(path: Path) -> dict[str, str]:
     return out
 
 
+def poll_until(cond, timeout: float, what: str, every: float = 0.2) -> None:  # noqa: ANN001
+    """Wait until ``cond()`` is true (an exception from it counts as not yet), at most
+    ``timeout`` seconds; then fail saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if cond():
+                return
+        except Exception as e:  # noqa: BLE001 - not yet (a container restarting, a lock)
+            last = e
+        time.sleep(every)
+    why = f" (last error: {last})" if last else ""
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{why}")
+
+
 class LabProject:
     def __init__(self, tmp: Path, prefix: str = "t") -> None:
         self.name = f"{prefix}{secrets.token_hex(3)}"
