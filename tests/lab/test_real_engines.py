@@ -134,7 +134,10 @@ def upgrade_pg_under_load(
         env = {**p.env, **(cg_env or {})}
         r = run([composeguard_bin(), "up", "-d", "--pull", "always"], cwd=p.dir, env=env, timeout=600)
         print(f"\ncomposeguard up (exit {r.returncode}):\n{r.stderr}")
-        assert r.returncode == 3, f"exit {r.returncode}, expected 3 (rolled back); stderr:\n{r.stderr}"
+        assert r.returncode == 3, (
+            f"exit {r.returncode}, expected 3 (rolled back); stderr:\n{r.stderr}\n"
+            f"db log:\n{db_log(p)[-2000:]}"
+        )
         txn = p.history()[-1]
         assert txn["outcome"] == "rolled-back"
         assert txn["reason"].startswith("app: ") and "unhealthy" in txn["reason"], (
