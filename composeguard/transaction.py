@@ -227,6 +227,10 @@ class Transaction:
             if j.frozen:
                 unpause = ["unpause", *j.frozen]
                 docker.compose(self.project, unpause, extra_files=self.pin_files, check=False, capture=True)
+        if j.frozen:  # a service waiting on them with service_healthy must not see them "unhealthy"
+            ids = [c.id for c in docker.project_containers(self.project.name) if c.service in j.frozen]
+            for name in docker.wait_healthy_again(ids):
+                self.rep.warn(f"{name} is not healthy again after its pause for the snapshots")
         j.step("snapshotted")
         self.rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
 

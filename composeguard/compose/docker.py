@@ -185,6 +185,40 @@ def wait_for_daemon(timeout: float) -> bool:
     )(answers)
 
 
+def wait_healthy_again(ids: list[str], limit: float = 120.0) -> list[str]:
+    """After an unpause: dockerd reports a paused container ``unhealthy`` until its next
+    passing check (about one interval later), and compose fails a service that waits on it
+    with ``condition: service_healthy`` at once. Wait until every container with a healthcheck
+    is healthy again, at most two intervals plus its timeout (and ``limit``); the names of
+    those that are not, for a warning."""
+    from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    def health(d: dict[str, Any]) -> str:
+        return str(((d.get("State") or {}).get("Health") or {}).get("Status") or "")
+
+    def checked() -> list[dict[str, Any]]:
+        return [d for d in inspect_containers(ids) if health(d)]
+
+    def seconds(ns: float | None, default: float) -> float:  # Docker's defaults: 30 s
+        return (ns or default * 1e9) / 1e9
+
+    first = checked()
+    if not first:
+        return []
+    hc = [(d.get("Config") or {}).get("Healthcheck") or {} for d in first]
+    wait = min(limit, max(2 * seconds(h.get("Interval"), 30) + seconds(h.get("Timeout"), 30) for h in hc))
+
+    def sick() -> list[str]:
+        return [str(d.get("Name", "")).lstrip("/") for d in checked() if health(d) != "healthy"]
+
+    return Retrying(
+        stop=stop_after_delay(wait),
+        wait=wait_fixed(0.2),
+        retry=retry_if_result(bool),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
+    )(sick)
+
+
 def volume_info(name: str) -> dict[str, Any] | None:
     """``docker volume inspect``; None only when the volume does not exist (yet). Any other
     failure is an error, not "no data" (step 8, point 2)."""

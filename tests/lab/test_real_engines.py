@@ -198,20 +198,12 @@ def test_postgres_rollback_under_load(lab_project: LabProject) -> None:
           f"{'crash recovery ran' if 'automatic recovery in progress' in db_log(p) else 'no recovery'}")
 
 
-PAUSED_IS_UNHEALTHY = (
-    "composeguard defect (fcdd73a): db, paused for the snapshots, is unpaused right before "
-    "`docker compose up`; dockerd reports a container unhealthy from `docker pause` until its next "
-    "passing healthcheck, so compose fails app's depends_on service_healthy at once ('dependency "
-    "failed to start: container db is unhealthy'), v2 never runs, and the rollback is for "
-    "'docker compose up exited with 1' (v2's digest marked bad though it never started)"
-)
-
-
 @pytest.mark.parametrize(
     ("wal_first", "gap", "busy", "wait_healthy"),
     [
-        pytest.param(True, 1, False, True, id="wal-first-1s-gap-healthy-dep",
-                     marks=pytest.mark.xfail(strict=True, reason=PAUSED_IS_UNHEALTHY)),
+        # dockerd says "unhealthy" from a pause until the next passing check: composeguard waits
+        # for db to be healthy again before app's `up`, which waits on service_healthy
+        pytest.param(True, 1, False, True, id="wal-first-1s-gap-healthy-dep"),
         pytest.param(True, 1, False, False, id="wal-first-1s-gap"),
         pytest.param(False, 0, True, False, id="as-listed-busy"),
     ],
