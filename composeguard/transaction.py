@@ -227,10 +227,6 @@ class Transaction:
             if j.frozen:
                 unpause = ["unpause", *j.frozen]
                 docker.compose(self.project, unpause, extra_files=self.pin_files, check=False, capture=True)
-        if j.frozen:  # a service waiting on them with service_healthy must not see them "unhealthy"
-            ids = [c.id for c in docker.project_containers(self.project.name) if c.service in j.frozen]
-            for name in docker.wait_healthy_again(ids):
-                self.rep.warn(f"{name} is not healthy again after its pause for the snapshots")
         j.step("snapshotted")
         self.rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
 
@@ -244,13 +240,13 @@ class Transaction:
             pause_point("snapshotted")
             j.step("starting")
             pause_point("starting")
+            self.resume_quiesced()
             self.rep.step("starting the new version: docker compose up " + " ".join(j.up_args))
             since = time.monotonic()  # no container of the new version is older than this
             proc = docker.compose(project, ["up", *j.up_args], extra_files=self.pin_files, check=False)
             if proc.returncode != 0:
                 failures.append(f"docker compose up exited with {proc.returncode}")
                 judged = docker.wait_for_daemon(5)  # not a verdict when dockerd went away
-            self.resume_quiesced()
             j.step("probing")
             pause_point("probing")
             failed = [r for r in probe_services(project, list(j.changes), self.rep, since=since) if not r.ok]
@@ -262,14 +258,22 @@ class Transaction:
         return failures, judged
 
     def resume_quiesced(self) -> None:
-        """Dependencies stopped or paused for the snapshot (quiesce) run again once the new
-        version is up: `up` with --no-deps, or naming services, would leave them down."""
+        """Dependencies stopped or paused for the snapshot (quiesce) run again before the new
+        version starts, as compose itself would order them (`up --no-deps`, or naming
+        services, would leave them down), and are healthy again first: dockerd reports a
+        container it paused ``unhealthy`` until its next passing check, and compose fails a
+        service that waits on it with ``condition: service_healthy`` at once."""
         j, files = self.journal, self.pin_files
         if j.paused:
             docker.compose(self.project, ["unpause", *j.paused], extra_files=files, check=False, capture=True)
         deps = [s for s in j.stopped if s not in j.changes and s not in j.held]
         if deps:
             docker.compose(self.project, ["start", *deps], extra_files=files, check=False, capture=True)
+        resumed = {*j.paused, *j.frozen, *deps}
+        if resumed:
+            ids = [c.id for c in docker.project_containers(self.project.name) if c.service in resumed]
+            for name in docker.wait_healthy_again(ids):
+                self.rep.warn(f"{name} is not healthy again after the snapshots; starting the new version")
 
     def start_held(self) -> None:
         """The services held around the unit run again once the upgrade is committed: those

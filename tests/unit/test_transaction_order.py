@@ -146,9 +146,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
 
 
 def start(
-    world: World, around: tuple[str, ...] = (), spread: tuple[str, ...] = ()
+    world: World, around: tuple[str, ...] = (), spread: tuple[str, ...] = (), compose: str = COMPOSE
 ) -> transaction.Transaction:
-    project = parse_project(COMPOSE, Invocation.parse([]), ["/srv/shop/compose.yaml"])
+    project = parse_project(compose, Invocation.parse([]), ["/srv/shop/compose.yaml"])
     plan = StubPlan(
         changes={"app": Change("app", "sha256:old", OLD, "reg/app:latest", "sha256:new", NEW)},
         unit=["app", "db"],
@@ -248,6 +248,31 @@ def test_a_member_with_data_in_two_subvolumes_is_paused_for_the_instant_of_the_s
         "pause db",
         "snapshot /pool/shop-app",
         "unpause db",
+        UP,
+        "probe app",
+    ]
+
+
+def test_a_quiesced_dependency_runs_again_before_the_new_version_starts(world: World) -> None:
+    # app waits on db with service_healthy: db must be unpaused (and healthy) before the up
+    world.probe_ok = [True]
+    paused_db = COMPOSE.replace("image: reg/db:1", "image: reg/db:1\n    x-composeguard: {quiesce: pause}")
+    assert start(world, compose=paused_db).run() == 0
+    assert [c for c, _ in world.log] == [
+        "stop app",
+        "pause db",
+        "snapshot /pool/shop-app",
+        "unpause db",
+        UP,
+        "probe app",
+    ]
+    stopped_db = COMPOSE.replace("image: reg/db:1", "image: reg/db:1\n    x-composeguard: {quiesce: stop}")
+    world.log.clear()
+    assert start(world, compose=stopped_db).run() == 0
+    assert [c for c, _ in world.log] == [
+        "stop app db",
+        "snapshot /pool/shop-app",
+        "start db",
         UP,
         "probe app",
     ]
