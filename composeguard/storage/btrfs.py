@@ -26,7 +26,7 @@ from composeguard.state import write_atomic
 from composeguard.storage import safedir
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
-from composeguard.storage.probecopy import clone_probe, restore_target_dir
+from composeguard.storage.probecopy import OLD_KERNEL, clone_probe, restore_target_dir
 
 log = logging.getLogger("composeguard.btrfs")
 
@@ -208,7 +208,7 @@ class BtrfsBackend:
         while not src.is_dir() and src != src.parent:
             src = src.parent
         for dst in sorted({restore_target_dir(p, d.files_at) for p in paths}):
-            why = clone_probe(str(src), dst)
+            why = clone_probe(str(src), dst, exdev_hint=OLD_KERNEL)
             if why:
                 return "copy", f"a reflink from {src} to {dst} failed ({why}): a byte copy instead"
         return method, f"reflinked a probe file from {src} to each folder the restore writes"

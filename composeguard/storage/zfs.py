@@ -21,12 +21,9 @@ so those steps use the ``zfs`` command, which does the mount bookkeeping.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
-import secrets
 from dataclasses import dataclass
 
 from composeguard import execute
@@ -35,7 +32,7 @@ from composeguard.settings import parse_size_or_percent
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.libzfs_core import ZfsUnavailable, library
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
-from composeguard.storage.probecopy import restore_target_dir
+from composeguard.storage.probecopy import clone_probe, restore_target_dir
 from composeguard.storage.usage import is_inside
 
 log = logging.getLogger("composeguard.zfs")
@@ -49,8 +46,6 @@ PROP = "composeguard:"  # user-property namespace
 # keylocation) to the clone when the origin was one (see ZfsBackend.restore).
 ENCRYPTION_PROPS = {"encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt", "encryptionroot"}
 NOT_COPIED = {"canmount", "origin"} | ENCRYPTION_PROPS
-FICLONE = 0x40049409  # _IOW(0x94, 9, int): clone all of a file's blocks into another
-PROBE_BYTES = 4096
 
 
 def zfs(*args: str, check: bool = True) -> str:
@@ -382,47 +377,14 @@ class ZfsBackend:
         if method != "clone":
             return method, "no block cloning on this pool/module: a byte copy" if method == "copy" else ""
         where = restore_target_dir(os.path.realpath(paths[0]) if paths else d.files_at, d.files_at)
-        try:
-            self._clone_probe(d, where)
-        except OSError as e:
-            log.info("block cloning failed in %s (%s): the restore will copy", where, e.strerror or e)
-            return "copy", f"block cloning failed here ({e.strerror or e}): a byte copy"
+        # blocks of the open transaction group cannot be cloned (EAGAIN on 2.2): sync first, so
+        # that only a real inability to clone fails the probe
+        sync = ["zpool", "sync", d.pool]
+        why = clone_probe(where, where, before_clone=lambda: execute.run(sync, check=False))
+        if why:
+            log.info("block cloning failed in %s (%s): the restore will copy", where, why)
+            return "copy", f"block cloning failed here ({why}): a byte copy"
         return "clone", f"proved: block-cloned a probe file from {d.name} to {where}"
-
-    @staticmethod
-    def _clone_probe(d: Dataset, where: str) -> None:
-        """FICLONE a small synced file into a second one in ``where``; both are removed. The
-        names hold ``.composeguard-restore-`` so that usage.py never counts them as data."""
-        tag = secrets.token_hex(4)
-        src = os.path.join(where, f".composeguard-restore-probe-{tag}")
-        dst = os.path.join(where, f".composeguard-restore-probe-{tag}.clone")
-        made: list[str] = []
-        try:
-            sfd = os.open(src, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            made.append(src)
-            try:
-                os.write(sfd, b"composeguard block-cloning probe\n".ljust(PROBE_BYTES, b"\0"))
-                os.fsync(sfd)
-                # Blocks still dirty in the open transaction group cannot be cloned (EAGAIN on
-                # 2.2): sync the pool so that only a real inability to clone fails the probe.
-                execute.run(["zpool", "sync", d.pool], check=False)
-                dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-                made.append(dst)
-                try:
-                    fcntl.ioctl(dfd, FICLONE, sfd)
-                    if os.fstat(dfd).st_size != PROBE_BYTES:
-                        raise OSError(errno.EIO, "the clone has the wrong size")
-                finally:
-                    os.close(dfd)
-            finally:
-                os.close(sfd)
-            log.debug("FICLONE %s -> %s worked", src, dst)
-        finally:
-            for f in made:
-                try:
-                    os.unlink(f)
-                except FileNotFoundError:
-                    pass
 
     def free_bytes(self, d: Dataset) -> int:
         return int(get(d.name, "available"))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from composeguard.storage import probecopy
 from composeguard.storage import zfs as zfsmod
 from composeguard.storage.base import Dataset
 from composeguard.storage.zfs import ZfsBackend
@@ -32,7 +33,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
         os.write(dst, os.pread(src, 1 << 20, 0))  # what a clone gives: the same bytes
         return 0
 
-    monkeypatch.setattr(zfsmod.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr(probecopy.fcntl, "ioctl", ioctl)
     return seen
 
 
@@ -67,7 +68,7 @@ def test_a_failed_clone_falls_back_to_copy(ds: Dataset, monkeypatch: pytest.Monk
     def ioctl(dst: int, req: int, src: int) -> int:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    monkeypatch.setattr(zfsmod.fcntl, "ioctl", ioctl)
+    monkeypatch.setattr(probecopy.fcntl, "ioctl", ioctl)
     app = f"{ds.mountpoint}/apps/app"
     assert ZfsBackend([]).prove_copy(ds, [app], "clone") == (
         "copy", f"block cloning failed here ({os.strerror(errno.EXDEV)}): a byte copy")
