@@ -323,6 +323,7 @@ def test_data_shared_with_another_project_is_refused(
         run(["docker", "volume", "rm", name])
 
 
+@same_on_zfs("tests/zfs/test_zfs_restorecheck.py covers it on ZFS at the backend level")
 def test_rollback_by_hand_asks_again_who_uses_the_dataset(
     lab_project: LabProject, other_project: LabProject
 ) -> None:
