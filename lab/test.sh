@@ -33,10 +33,11 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     step "ZFS inside the OpenZFS guest: the binding, the backend, and the upgrade scenarios on datasets"
     # dockerd and a registry run inside the guest (--docker); tests/lab/test_upgrade.py runs
     # there with COMPOSEGUARD_LAB_STORAGE=zfs, so its volumes are ZFS datasets.
-    # Under TCG a Docker scenario takes four to seven minutes: by default the guest runs the
-    # ZFS-specific ones (57 min measured, 2026-11-29, before the provision test's upgrade half
-    # moved to COMPOSEGUARD_ZFS_FULL=1: about 50 min expected); COMPOSEGUARD_ZFS_FULL=1 runs
-    # every one (about 1.75 h). The timeout leaves room for a slower machine within CI's 90 min.
+    # Under TCG a Docker scenario takes two to four minutes: by default the guest runs the
+    # ZFS-specific ones and the backend tests (33 min measured on 2026-12-04, step 13, before the
+    # retention scenario moved to COMPOSEGUARD_ZFS_FULL=1: about 30 min expected);
+    # COMPOSEGUARD_ZFS_FULL=1 runs every one (about 1.75 h). The timeout leaves room for a slower
+    # machine within CI's 90 min.
     if [ "${COMPOSEGUARD_ZFS_FULL:-0}" = 1 ]; then guest_timeout=6000; else guest_timeout=3900; fi
     COMPOSEGUARD_REQUIRE_LAB=1 COMPOSEGUARD_ZFS_TIMEOUT=${COMPOSEGUARD_ZFS_TIMEOUT:-$guest_timeout} \
         bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 \

@@ -138,6 +138,7 @@ def test_dependency_volume_is_rolled_back_too(lab_project: LabProject) -> None:
     assert db_failed["db.txt"] != before_db["db.txt"], "db's migrated state is kept"
 
 
+@same_on_zfs("retention's destroy and release of ZFS snapshots and holds: tests/zfs/test_zfs_backend.py")
 def test_good_upgrade_commits_and_retention_keeps_the_last(lab_project: LabProject) -> None:
     p = lab_project
     p.push("lab/app:v1", "app")
