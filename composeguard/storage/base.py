@@ -46,6 +46,22 @@ class Snapshot:
         return cls(Dataset.from_json(d["dataset"]), d["name"], dict(d.get("extra") or {}))
 
 
+@dataclass
+class Clone:
+    """A writable O(1) copy of a snapshot, for a trial run (transaction journal field)."""
+
+    dataset: Dataset  # the live dataset it is a copy of
+    name: str  # zfs: the clone's dataset name; btrfs: absolute path of the writable snapshot
+    files_at: str  # where its files are seen: the directory a container binds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dataset": self.dataset.to_json(), "name": self.name, "files_at": self.files_at}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Clone:
+        return cls(Dataset.from_json(d["dataset"]), d["name"], d["files_at"])
+
+
 @dataclass(frozen=True)
 class SnapshotTags:
     """What composeguard writes on its snapshots so that it only ever touches its own."""
@@ -105,6 +121,21 @@ class Backend(Protocol):
     def free_bytes(self, dataset: Dataset) -> int:
         """Bytes free for a directory-level restore's copy."""
 
+    # -- trial runs: writable copies of the snapshots ---------------------------------------
+    def clone(self, snapshots: list[Snapshot], txn: str) -> list[Clone]:
+        """A writable copy of each of ``snapshots`` (one backend's group, as ``snapshot()``
+        returned them for the trial's own transaction ``txn``), made in O(1) whatever the size
+        (ZFS clones, Btrfs writable snapshots). Idempotent: a clone already there from an
+        earlier run of the same ``txn`` (a re-run after a kill) is returned as it is, never made
+        twice; something else in its place is refused. Returned parents first (a ZFS child
+        dataset's clone is made inside its parent's clone). Each clone is destroyed with
+        ``destroy(clone.name)``: children first (reverse order of this list), or only the
+        top-level ones, which take their nested clones with them."""
+
+    def keep_clone(self, clone: Clone) -> None:
+        """Make ``clone`` read-only: it is kept as the failed state of a trial that failed.
+        Idempotent."""
+
     # -- directory-level restore (storage/pathrestore.py) ----------------------------------
     def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
         """Where the live ``path`` is readable inside ``snapshot``."""
@@ -116,7 +147,9 @@ class Backend(Protocol):
         """Release what reading ``snapshot`` needed."""
 
     def destroy(self, name: str) -> None:
-        """Destroy a snapshot or kept failed state that composeguard made."""
+        """Destroy a snapshot, kept failed state or trial clone that composeguard made (a clone
+        by its ``Clone.name``). Idempotent: gone is done. Refuses anything composeguard did not
+        make."""
 
     def exists(self, name: str) -> bool:
         """Whether a snapshot or kept state still exists."""

@@ -24,7 +24,7 @@ from composeguard.errors import CommandError, ConfigError, StorageError, last_li
 from composeguard.settings import parse_size_or_percent
 from composeguard.state import write_atomic
 from composeguard.storage import safedir
-from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.base import Clone, Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
 from composeguard.storage.probecopy import OLD_KERNEL, clone_probe, restore_target_dir
 
@@ -261,7 +261,7 @@ class BtrfsBackend:
 
     def check_location(self, datasets: list[Dataset], project: str) -> None:
         """The snapshot folder must be on the same filesystem and only root may change it
-    (checked before anything stops)."""
+        (checked before anything stops)."""
         for d in datasets:
             try:
                 _check_private(self.txn_dir(d, project, "check"), self.snapshot_base(d))
@@ -359,7 +359,9 @@ class BtrfsBackend:
             def copy_of_pre(name: str) -> bool:
                 st = safedir.entry(pfd, name)
                 return (
-                    st is not None and stat.S_ISDIR(st.st_mode) and st.st_ino == SUBVOLUME_ROOT_INO
+                    st is not None
+                    and stat.S_ISDIR(st.st_mode)
+                    and st.st_ino == SUBVOLUME_ROOT_INO
                     and self._is_copy_of(f"{here}/{name}", pre_uuid)
                 )
 
@@ -405,6 +407,57 @@ class BtrfsBackend:
             os.close(ffd)
         execute.run(["btrfs", "property", "set", "-ts", str(failed), "ro", "true"])
 
+    # -- trial runs ------------------------------------------------------------------------
+    def clone(self, snapshots: list[Snapshot], txn: str) -> list[Clone]:
+        """A writable snapshot of each read-only one, at ``<txn dir>/trial/<subvolume>`` next to
+        its ``pre/`` (the same filesystem: O(1), and in the folder only root can change). Made
+        by ioctl through a descriptor of its parent folder, like ``restore()``: the exact name
+        is made there or EEXIST, where ``btrfs subvolume snapshot SRC DST`` would make it INSIDE
+        whatever folder is at DST. A subvolume already there is returned as it is when it is a
+        snapshot of the same read-only one (a re-run after a kill; the ioctl makes a snapshot
+        whole or not at all), refused otherwise."""
+        out = []
+        for snap in snapshots:
+            d = snap.dataset
+            self._ensure(snap.name)
+            tdir = self._txn_dir_of(snap)
+            if tdir.name != txn:
+                raise StorageError(f"{snap.name} is not a snapshot of the transaction {txn}")
+            target = tdir / "trial" / self._rel(d)
+            _private_dirs(target.parent, tdir.parent.parent)
+            pre_uuid = subvolume_info(snap.name)["UUID"]
+            pfd = safedir.open_dir(str(target.parent))
+            try:
+                st = safedir.entry(pfd, target.name)
+                if st is None:
+                    snapshot_at(snap.name, pfd, target.name, str(target))
+                elif not (
+                    stat.S_ISDIR(st.st_mode)
+                    and st.st_ino == SUBVOLUME_ROOT_INO
+                    and self._is_copy_of(f"/proc/{os.getpid()}/fd/{pfd}/{target.name}", pre_uuid)
+                ):
+                    raise StorageError(
+                        f"{target} is in the way and is not composeguard's clone of {snap.name}"
+                    )
+            finally:
+                os.close(pfd)
+            out.append(Clone(d, str(target), str(target)))
+        return out
+
+    def keep_clone(self, clone: Clone) -> None:
+        """Make the clone read-only (``btrfs property set -ts PATH ro true``)."""
+        self._ensure(clone.name)
+        if not self._is_subvolume(Path(clone.name)):
+            raise StorageError(f"the trial's clone {clone.name} is not a subvolume (any more)")
+        try:
+            execute.run(["btrfs", "property", "set", "-ts", clone.name, "ro", "true"])
+        except CommandError as e:
+            raise StorageError(f"cannot make {clone.name} read-only: {last_line(e.stderr)}") from e
+
+    def _txn_dir_of(self, snap: Snapshot) -> Path:
+        """``<snapshot folder>/<project>/<txn>`` of a snapshot at ``<txn dir>/pre/<subvolume>``."""
+        return Path(snap.name).parents[len(Path(self._rel(snap.dataset)).parts)]
+
     # -- cleanup ---------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
         self._ensure(name)
@@ -417,6 +470,11 @@ class BtrfsBackend:
             return
         if os.lstat(p).st_ino != SUBVOLUME_ROOT_INO or not stat.S_ISDIR(os.lstat(p).st_mode):
             raise StorageError(f"refusing to delete {name}: it is not a subvolume")
+        if not _in_txn_dir(p):
+            raise StorageError(
+                f"refusing to delete {name}: it is not in a composeguard snapshot folder "
+                f"(<folder>/<project>/<txn>/pre|failed|trial/..., next to a {TAGS_FILE})"
+            )
         self._delete(name)
 
     @staticmethod
@@ -427,6 +485,15 @@ class BtrfsBackend:
             if e.returncode and "No such file" in e.stderr:
                 return
             raise StorageError(f"cannot delete {name}: {last_line(e.stderr)}") from e
+
+
+def _in_txn_dir(p: Path) -> bool:
+    """Whether ``p`` is where composeguard keeps a subvolume: below ``pre``, ``failed`` or
+    ``trial`` of a transaction folder (the one holding the tags file ``snapshot()`` writes)."""
+    return any(
+        q.name in ("pre", "failed", "trial") and (q.parent / TAGS_FILE).is_file()
+        for q in Path(os.path.normpath(p)).parents
+    )
 
 
 def _private_dirs(p: Path, base: Path) -> None:
@@ -457,5 +524,3 @@ def _check_private(p: Path, base: Path) -> list[Path]:
                 f"by others); composeguard keeps snapshots only in such a folder"
             )
     return []
-
-
