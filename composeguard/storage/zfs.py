@@ -24,12 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 
 from composeguard import execute
 from composeguard.errors import CommandError, ConfigError, StorageError, last_line
 from composeguard.settings import parse_size_or_percent
-from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.base import Clone, Dataset, Snapshot, SnapshotTags, Unprotected
 from composeguard.storage.libzfs_core import ZfsUnavailable, library
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
 from composeguard.storage.probecopy import clone_probe, restore_target_dir
@@ -46,6 +47,10 @@ PROP = "composeguard:"  # user-property namespace
 # keylocation) to the clone when the origin was one (see ZfsBackend.restore).
 ENCRYPTION_PROPS = {"encryption", "keyformat", "keylocation", "pbkdf2iters", "pbkdf2salt", "encryptionroot"}
 NOT_COPIED = {"canmount", "origin"} | ENCRYPTION_PROPS
+# A trial's clone gets its own mountpoint (below TRIAL_BASE) and must be writable; it is not
+# shared over NFS/SMB under the live dataset's export settings either.
+NOT_COPIED_TO_CLONE = NOT_COPIED | {"mountpoint", "readonly", "sharenfs", "sharesmb"}
+TRIAL_BASE = "/run/composeguard/trial"
 
 
 def zfs(*args: str, check: bool = True) -> str:
@@ -118,6 +123,33 @@ def kept_by_composeguard(pool: str) -> str:
         f"; composeguard's kept snapshots and failed states hold {held >> 20} MiB of it ({count}): "
         f"lower retention / keep_rollbacks to keep fewer"
     )
+
+
+def is_own_snapshot(name: str) -> bool:
+    """``name`` is a snapshot named by composeguard (``…@composeguard-…``)."""
+    return "@" in name and name.split("@", 1)[1].startswith(PREFIX)
+
+
+def _private_run_dir(path: str) -> None:
+    """Make ``path`` (below /run/composeguard) and its missing parents 0700; what exists must be
+    a real folder only root can change (the clones are mounted there as root)."""
+    base = os.path.dirname(TRIAL_BASE)
+    rel = os.path.relpath(path, base)
+    if rel.startswith(".."):
+        raise StorageError(f"{path} is not below {base}")
+    q = base
+    for part in [".", *rel.split("/")]:
+        q = os.path.normpath(os.path.join(q, part))
+        try:
+            st = os.lstat(q)
+        except FileNotFoundError:
+            log.debug("mkdir %s (0700)", q)
+            os.mkdir(q, 0o700)
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise StorageError(
+                f"{q} is not a folder only root can change; composeguard mounts trial clones there"
+            )
 
 
 def snapshot_name(dataset: str, txn: str) -> str:
@@ -300,16 +332,24 @@ class ZfsBackend:
         if get(d.name, "mountpoint") == "legacy":
             return "its mountpoint is legacy (mounted by fstab), so a renamed copy would not be mounted"
         if get(d.name, "encryptionroot") == d.name and get(d.name, "keylocation") == "prompt":
-            return ("it is an encryption root whose key is typed in (keylocation=prompt): the whole "
-                    "restore's promote unloads the key, which composeguard could not load again")
+            return (
+                "it is an encryption root whose key is typed in (keylocation=prompt): the whole "
+                "restore's promote unloads the key, which composeguard could not load again"
+            )
         return ""
 
     def _children(self, name: str) -> list[Child]:
         """Every dataset below ``name`` (filesystems and volumes), cached per run."""
         if name not in self._tree:
             out = zfs(
-                "list", "-H", "-r", "-t", "filesystem,volume",
-                "-o", "name,type,mounted,mountpoint,keystatus", name,
+                "list",
+                "-H",
+                "-r",
+                "-t",
+                "filesystem,volume",
+                "-o",
+                "name,type,mounted,mountpoint,keystatus",
+                name,
             )
             rows = [Child(*line.split("\t")) for line in out.splitlines() if line.strip()]
             self._tree[name] = [c for c in rows if c.name != name]
@@ -419,6 +459,86 @@ class ZfsBackend:
             if m.fstype == "zfs" and m.source == snapshot.name:
                 execute.run(["umount", m.mountpoint], check=False)
 
+    # -- trial runs ------------------------------------------------------------------------
+    def clone(self, snapshots: list[Snapshot], txn: str) -> list[Clone]:
+        """A ``zfs clone`` of each snapshot, mounted. A dataset whose parent is in the group is
+        cloned inside its parent's clone (``<parent clone>/<name>``), so the clones mirror the
+        live tree; any other is ``<dataset>.composeguard-failed-<txn>`` (the pool's root
+        dataset: ``<pool>/<pool>.composeguard-failed-<txn>``), mounted at
+        ``/run/composeguard/trial/<txn>/<dataset>`` (also for a legacy/none mountpoint). A
+        dataset mounted inside another of the group at another place than its name gives (a
+        local mountpoint, or a grandchild whose parent is not in the group) gets an explicit
+        mountpoint at the same place inside that one's clone. The clones take the live
+        dataset's local properties (as at the snapshot) except NOT_COPIED_TO_CLONE; a clone of
+        an encrypted snapshot shares its key (loaded: the live dataset is mounted). A clone
+        already there (a re-run) is used as it is when it is a clone of the snapshot; anything
+        else at its name is refused."""
+        group = sorted(snapshots, key=lambda s: s.dataset.name.count("/"))  # parents first
+        live = {s.dataset.name: s.dataset for s in group}
+        made: dict[str, Clone] = {}  # live dataset name -> its clone
+        out: list[Clone] = []
+        for snap in group:
+            d = snap.dataset
+            if snap.name != snapshot_name(d.name, txn):
+                raise StorageError(f"{snap.name} is not the snapshot of {d.name} of the transaction {txn}")
+            parent = d.name.rsplit("/", 1)[0]
+            # the nearest dataset of the group this one is mounted inside (by the live mounts)
+            holder = next(
+                (
+                    a
+                    for a in sorted(made, key=lambda a: len(live[a].mountpoint), reverse=True)
+                    if is_inside(d.mountpoint, live[a].mountpoint)
+                ),
+                None,
+            )
+            if parent in made:
+                name = f"{made[parent].name}/{d.name.rsplit('/', 1)[1]}"
+                mountpoint = os.path.join(made[parent].files_at, d.name.rsplit("/", 1)[1])  # inherited
+            else:  # the pool's root dataset has no parent to clone next to: clone it into itself
+                name = failed_name(d.name if "/" in d.name else f"{d.name}/{d.name}", txn)
+                mountpoint = os.path.join(TRIAL_BASE, txn, d.name)
+            if holder is not None:
+                mountpoint = os.path.join(
+                    made[holder].files_at, os.path.relpath(d.mountpoint, live[holder].mountpoint)
+                )
+            if exists(name):
+                origin = get(name, "origin")
+                if origin != snap.name:
+                    raise StorageError(
+                        f"{name} is in the way and is not composeguard's clone of {snap.name} "
+                        f"(its origin is {origin})"
+                    )
+            else:
+                local = dict(snap.extra.get("local_properties") or {})
+                opts = [
+                    a
+                    for k, v in sorted(local.items())
+                    if k not in NOT_COPIED_TO_CLONE
+                    for a in ("-o", f"{k}={v}")
+                ]
+                inherit = parent in made and mountpoint == os.path.join(
+                    made[parent].files_at, d.name.rsplit("/", 1)[1]
+                )
+                if not inherit:
+                    opts += ["-o", f"mountpoint={mountpoint}"]
+                if parent not in made:
+                    _private_run_dir(os.path.join(TRIAL_BASE, txn))
+                zfs("clone", "-o", "canmount=on", *opts, snap.name, name)
+            _load_key(name)
+            if get(name, "mounted") != "yes":
+                zfs("mount", name)
+            c = Clone(d, name, get(name, "mountpoint"))
+            made[d.name] = c
+            out.append(c)
+        return out
+
+    def keep_clone(self, clone: Clone) -> None:
+        """``zfs set readonly=on`` (its nested clones inherit it)."""
+        if not exists(clone.name):
+            raise StorageError(f"the trial's clone {clone.name} no longer exists")
+        if get(clone.name, "readonly") != "on":
+            zfs("set", "readonly=on", clone.name)
+
     # -- cleanup ---------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
         return exists(name)
@@ -426,6 +546,14 @@ class ZfsBackend:
     def destroy(self, name: str) -> None:
         """Release composeguard's hold and destroy one of its own snapshots."""
         if "@" not in name and f".{PREFIX}failed-" in name.rsplit("/", 1)[-1]:
+            self._destroy_failed_dataset(name)
+            return
+        if "@" not in name and any(f".{PREFIX}failed-" in p for p in name.split("/")[1:-1]):
+            # a trial's clone of a child dataset, inside its parent's clone
+            if exists(name) and not is_own_snapshot(get(name, "origin")):
+                raise StorageError(
+                    f"refusing to destroy {name}: it is not a clone of a composeguard snapshot"
+                )
             self._destroy_failed_dataset(name)
             return
         if "@" not in name or not name.split("@", 1)[1].startswith(PREFIX):
@@ -454,15 +582,22 @@ class ZfsBackend:
 
     @staticmethod
     def _destroy_failed_dataset(name: str) -> None:
-        """Destroy the failed state a whole restore kept (``<dataset>.composeguard-failed-<txn>``):
-        never when it holds a snapshot composeguard did not make (an auto-snapshot taken during
-        the upgrade) or a child dataset."""
+        """Destroy the failed state a whole restore kept, or a trial's clone
+        (``<dataset>.composeguard-failed-<txn>``), with the trial's clones nested in it (child
+        datasets that are clones of composeguard snapshots): never when it holds a snapshot
+        composeguard did not make (an auto-snapshot taken during the upgrade, or of a clone) or
+        any other child dataset (or a bookmark)."""
         if not exists(name):
             return
-        rows = zfs("list", "-H", "-r", "-t", "all", "-o", "name", name).split()
-        foreign = [r for r in rows if r != name and not ("@" in r and r.split("@", 1)[1].startswith(PREFIX))]
+        out = zfs("list", "-H", "-r", "-t", "all", "-o", "name,origin", name)
+        rows = [tuple(line.split("\t")) for line in out.splitlines() if line.strip()]
+        foreign = [
+            r
+            for r, origin in rows
+            if r != name and not (is_own_snapshot(r) if "@" in r else is_own_snapshot(origin))
+        ]
         if foreign:
             raise StorageError(f"refusing to destroy {name}: it holds {foreign[0]}, not made by composeguard")
-        for snap in (r for r in rows if "@" in r):
+        for snap in (r for r, _ in rows if "@" in r):
             zfs("release", HOLD_TAG, snap, check=False)
         zfs("destroy", "-r", name)
