@@ -109,7 +109,7 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
     from composeguard.preflight import UpRequest, guarded_up
     from composeguard.upargs import parse_up_args
 
-    user_args = [a for a in args if a != "--allow-unprotected"]
+    user_args = [a for a in args if a not in ("--allow-unprotected", "--trial")]
     services, opts = parse_up_args(user_args)
     req = UpRequest(
         global_args=_globals(ctx),
@@ -119,6 +119,7 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
         allow_unprotected="--allow-unprotected" in args
         or os.environ.get("COMPOSEGUARD_ALLOW_UNPROTECTED") == "1",
         no_deps=bool(opts.get("--no-deps")),
+        trial="--trial" in args,
     )
     ctx.exit(guarded_up(req, _reporter()))
 
@@ -143,6 +144,11 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Say so when there is nothing to update.")
 @json_option
 @click.option("--allow-unprotected", is_flag=True, help="Upgrade even with unprotected volumes.")
+@click.option(
+    "--trial",
+    is_flag=True,
+    help="Try the new version on clones of the data first, beside the live one (refused when it cannot be).",
+)
 @click.pass_context
 def update(
     ctx: click.Context,
@@ -152,11 +158,12 @@ def update(
     verbose: bool,
     as_json: bool,
     allow_unprotected: bool,
+    trial: bool,
 ) -> None:
     from composeguard.update import update_command
 
     code = update_command(
-        _globals(ctx), list(services), all_projects, verbose, as_json, allow_unprotected, name_filter
+        _globals(ctx), list(services), all_projects, verbose, as_json, allow_unprotected, name_filter, trial
     )
     ctx.exit(code)
 

@@ -35,8 +35,12 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
         remote, source = None, f"local images ({e})"
     plan = Plan(project, scope, running, detect_changes(project, pins, running, remote))
     map_storage(plan)
+    from composeguard.trial import check_trial
+
+    trial = check_trial(plan)
     if as_json:
         doc = plan.to_json()
+        doc["trial"] = trial.to_json()
         doc["compared_with"] = source
         doc["not_running"] = [s for s in scope if s not in running]
         click.echo(json.dumps(doc, indent=2))
@@ -69,6 +73,17 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
             click.echo(f"      not restorable whole: {use.whole_refused}")
         if use.proof:
             click.echo(f"      restore method: {use.proof}")
+    if trial.runs:
+        click.echo(
+            f"  trial: the new version runs first as {project.name}-trial on clones of "
+            f"{len(plan.datasets())} dataset(s), beside the live one, and is probed; nothing "
+            f"is stopped unless it passes"
+        )
+        for net in trial.left_out:
+            click.echo(f"      the trial does not join the external network {net}")
+    elif trial.wanted:
+        for line in trial.refusals:
+            click.echo(f"  {line}; the upgrade runs without one")
     for w in plan.outside:
         click.echo(f"  warning: {w}")
     for c in plan.conflicts():

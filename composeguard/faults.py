@@ -29,6 +29,14 @@ DIR_POINTS = (
     "dir-swapped",  # the first path (or entry) is swapped in; the others not yet
 )
 
+# Steps of a trial run (trial.py): the live version has not been stopped at any of them.
+TRIAL_POINTS = (
+    "trial-snapshotted",  # the trial's snapshots exist, no clone yet
+    "trial-cloned",  # the clones exist and the trial's compose file is written, nothing started
+    "trial-probing",  # the trial's containers run on the clones and are being probed
+    "trial-failed",  # the verdict (failed) is journaled; the trial not torn down, nothing pinned
+)
+
 # Steps of `provision --apply` (provision.py).
 PROVISION_POINTS = (
     "provision-stopped",  # the containers using the folders are stopped, nothing moved yet

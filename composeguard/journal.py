@@ -66,6 +66,9 @@ class Journal:
     # dataset name -> the unit's volume paths in it, for every dataset: a rollback asks again
     # who else uses the dataset now (restorecheck.py)
     unit_paths: dict[str, list[str]] = field(default_factory=dict)
+    # The trial run (trial.py), when there was one: its project name, compose file and own
+    # snapshot txn, the snapshots and clones it made (JSON), its state and verdict.
+    trial: dict[str, Any] = field(default_factory=dict)
     compose_args: list[str] = field(default_factory=list)
     cwd: str = ""  # where the run started: `recover --all` resolves compose_args from there
     # command "provision" (provision.py): the folders made into datasets and the containers

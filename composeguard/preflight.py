@@ -21,6 +21,7 @@ from composeguard.report import Reporter, mib, short
 from composeguard.rollback import backends_for, refuse_if_unfinished
 from composeguard.storage.base import by_backend
 from composeguard.transaction import Transaction
+from composeguard.trial import check_trial
 from composeguard.upargs import (
     UP_OPTIONS_WITH_VALUE,
     dry_run_options,
@@ -52,6 +53,7 @@ class UpRequest:
     # update --all: ``services`` are those with containers; one no longer in the compose
     # files (an orphan) is left alone rather than refused.
     deployed: bool = False
+    trial: bool = False  # --trial: a trial run was asked for (a refusal stops the upgrade)
 
 
 def guarded_up(req: UpRequest, rep: Reporter) -> int:
@@ -251,4 +253,12 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
                     f"{d.name} is shared, so a rollback would copy {mib(use.size)} back from the "
                     f"snapshot, but only {mib(free)} is free; nothing was changed"
                 )
-    return Transaction(project, plan, pin_files, req.command, req.up_args, rep, backends).run()
+    trial = check_trial(plan, req.trial)
+    if trial.wanted and trial.refusals:
+        if trial.explicit:
+            raise ConfigError(f"{trial.refusals[0]} (a trial was asked for); nothing was changed")
+        for line in trial.refusals:
+            rep.warn(f"{line}; upgrading without one")
+    tx = Transaction(project, plan, pin_files, req.command, req.up_args, rep, backends)
+    tx.trial = trial if trial.runs else None
+    return tx.run()

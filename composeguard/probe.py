@@ -302,7 +302,8 @@ def one_shot_services(project: Project) -> frozenset[str]:
         deps = svc.raw.get("depends_on")
         if isinstance(deps, dict):
             out |= {
-                d for d, how in deps.items()
+                d
+                for d, how in deps.items()
                 if isinstance(how, dict) and how.get("condition") == "service_completed_successfully"
             }
     return frozenset(out)
@@ -315,12 +316,15 @@ def probe_services(
     *,
     since: float | None = None,
     clock: Clock = SYSTEM,
+    containers_of: str | None = None,
 ) -> list[ProbeResult]:
     """Probe the containers of ``services`` of the project, each as its settings say.
-    ``since``: ``clock.mono()`` read just before ``docker compose up`` began, if known."""
+    ``since``: ``clock.mono()`` read just before ``docker compose up`` began, if known.
+    ``containers_of``: the compose project whose containers are probed, when not the
+    project's own (the trial run's: probed with the real project's settings)."""
     if not wait_for_daemon(max(project.settings.timeout, 60)):
         return [ProbeResult(s, False, DOCKERD_GONE, 0.0) for s in services]
-    containers = [c for c in project_containers(project.name) if c.service in services]
+    containers = [c for c in project_containers(containers_of or project.name) if c.service in services]
     targets = [
         (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
         for c in containers

@@ -92,7 +92,12 @@ def abort(
         docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
     j.best_effort = True
     j.step("aborting", reason=reason)
-    left = destroy_snapshots(backends or backends_for(project), list(j.snapshots))
+    backends = backends or backends_for(project)
+    if j.trial:
+        from composeguard.trial import remove_trial
+
+        remove_trial(j, rep, backends)
+    left = destroy_snapshots(backends, list(j.snapshots))
     for s, err in left:
         rep.warn(f"could not destroy the partial snapshot {s.name}: {err}")
     j.snapshots = [s for s, _ in left]
@@ -301,7 +306,11 @@ def check_restore_mounts(j: Journal) -> None:
         check_dockerd_namespace(f"the rollback of {j.id} ({whole[0]}, a whole ZFS dataset)")
 
 
-BEFORE_SNAPSHOTS = ("started", "recorded", "quiescing", "aborting")
+def _before_snapshots() -> tuple[str, ...]:
+    """The phases in which nothing of the live version has changed: the trial's too."""
+    from composeguard.trial import TRIAL_PHASES
+
+    return ("started", "recorded", "quiescing", "aborting", *TRIAL_PHASES)
 
 
 def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter, backends: Backends) -> None:
@@ -330,7 +339,18 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     backends = backends_for(project)
     _adopt_unrecorded_snapshots(project, j, rep, backends)
     pin_files = PinFile(project.name).applied_file(set(project.services))
-    if j.phase in BEFORE_SNAPSHOTS:
+    if j.trial.get("verdict") == "failed" and j.trial.get("state") != "removed" and not j.snapshots_released:
+        # killed after the trial's verdict: finish it (pin, keep its clones); the live
+        # version was never stopped
+        from composeguard.trial import finish_failed_trial
+
+        if j.phase in (*_before_snapshots(), "pinned"):
+            try:
+                finish_failed_trial(project, j, rep, backends)
+            except RolledBack as e:
+                rep.step(f"recovered: {e}")
+            return 0
+    if j.phase in _before_snapshots():
         try:
             abort(project, j, pin_files, GuardError("interrupted before the snapshots"), rep, backends)
         except GuardError as e:

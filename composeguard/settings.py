@@ -145,6 +145,7 @@ FIELDS: dict[str, Callable[[Any, str, str], Any]] = {
     "quiesce": partial(_choice, choices=QUIESCE_MODES),
     "unprotected": partial(_choice, choices=UNPROTECTED_MODES),
     "update": _bool,
+    "trial": _bool,
     "retention": _retention,
     "keep_rollbacks": _retention,
     "min_free": _min_free,
@@ -190,6 +191,9 @@ class ProjectSettings:
     hook: tuple[str, ...] = ()  # a command run after every transaction (outcome on stdin)
     notify: tuple[str, ...] = ()  # Apprise URLs (needs the apprise extra)
     keep_rollbacks: int = 3  # rolled-back (or aborted) ones whose snapshots and failed state are kept
+    # Try the new version on clones of the data, beside the live one, before stopping anything
+    # (trial.py); COMPOSEGUARD_TRIAL=1 or `update --trial` ask for it explicitly.
+    trial: bool = False
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ProjectSettings:
@@ -223,12 +227,12 @@ class EffectiveSettings:
 
 
 def _env_value(key: str, value: str) -> Any:
-    if key == "update":
+    if key in ("update", "trial"):
         if value.lower() in ("1", "true", "yes"):
             return True
         if value.lower() in ("0", "false", "no"):
             return False
-        raise ConfigError(f"COMPOSEGUARD_UPDATE must be true or false, not {value!r}")
+        raise ConfigError(f"COMPOSEGUARD_{key.upper()} must be true or false, not {value!r}")
     try:
         return int(value) if key in ("retention", "keep_rollbacks") else float(value)
     except ValueError:

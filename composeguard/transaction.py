@@ -32,6 +32,7 @@ from composeguard.rollback import (
     roll_back,
 )
 from composeguard.storage.base import Snapshot, SnapshotTags, by_backend
+from composeguard.trial import TrialCheck
 from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, upgrade_up_args
 
 log = logging.getLogger("composeguard.transaction")
@@ -84,6 +85,7 @@ class Transaction:
         self.command, self.user_up_args, self.rep = command, up_args, rep
         self.backends = backends or backends_for(project)
         self.journal = Journal.new(project.name, command)
+        self.trial: TrialCheck | None = None  # run a trial first (trial.py)
 
     def run(self) -> int:
         """The contract: record; quiesce and snapshot (undone on failure, nothing changed);
@@ -102,6 +104,11 @@ class Transaction:
 
     def _run(self) -> int:
         self.record()
+        if self.trial is not None:
+            from composeguard.trial import Trial
+
+            tx = (self.project, self.plan, self.journal, self.pin_files, self.rep, self.backends)
+            Trial(*tx, explicit=self.trial.explicit).run()
         with self.undone_on_failure():
             self.quiesce()
             self.snapshot()

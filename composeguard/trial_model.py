@@ -77,6 +77,7 @@ def trial_model(
     images: dict[str, str],
     *,
     volume_paths: Mapping[str, str] | None = None,
+    anonymous: Mapping[str, Mapping[str, str]] | None = None,
 ) -> TrialModel:
     """The trial project for ``unit`` of the real project ``project``.
 
@@ -88,7 +89,10 @@ def trial_model(
     (optional): named volume key -> its host path as ``docker volume inspect`` says (what
     ``StorageMapper.host_path`` resolves); without it a named volume's path is its bind
     ``device`` from the model, or a ``binds`` key ending in ``/volumes/<name>/_data`` (where
-    the local driver keeps it, under any data-root).
+    the local driver keeps it, under any data-root). ``anonymous`` (optional): service ->
+    container path -> host path of the volumes its live container has that the model names
+    without a source (an anonymous volume) or not at all (an image's ``VOLUME``): the trial
+    binds their clones there, so it starts on the live data, not on empty volumes.
 
     Services are written in the model's order. Raises ValueError for a caller's mistake (an
     empty unit, a service the model does not have, an image for a service outside the unit:
@@ -104,7 +108,7 @@ def trial_model(
         raise ValueError(f"trial_model: images given for services outside the unit: {', '.join(outside)}")
     name = f"{project}-trial"
     members = set(unit)
-    ctx = _Context(model, members, binds, dict(volume_paths or {}))
+    ctx = _Context(model, members, binds, dict(volume_paths or {}), anonymous or {})
     out_services: dict[str, Any] = {}
     for svc, raw in services.items():
         if svc in members:
@@ -126,9 +130,15 @@ def trial_model(
 
 class _Context:
     def __init__(
-        self, model: dict[str, Any], unit: set[str], binds: dict[str, str], volume_paths: dict[str, str]
+        self,
+        model: dict[str, Any],
+        unit: set[str],
+        binds: dict[str, str],
+        volume_paths: dict[str, str],
+        anonymous: Mapping[str, Mapping[str, str]],
     ) -> None:
         self.model = model
+        self.anonymous = anonymous
         self.unit = unit
         self.binds = {posixpath.normpath(k): v for k, v in binds.items()}
         self.volume_paths = volume_paths
@@ -151,10 +161,9 @@ class _Context:
         # "missing": the image was pulled before the trial; "always" could fetch a newer
         # digest than the one the cut-over runs, "build" has nothing to build.
         out["pull_policy"] = "missing"
-        out["restart"] = "no"  # a crash is the trial's answer, not something to retry
-        deploy = out.get("deploy")
-        if isinstance(deploy, dict):
-            deploy.pop("restart_policy", None)
+        # The restart policy stays: an app that exits until its database is up, and is
+        # restarted by dockerd, passes as it would after the cut-over (the probe judges a
+        # crash loop by its restarts); a one-shot service (``restart: "no"``) stays one.
         self._devices(svc, raw, out)
         self._namespaces(svc, raw, out)
         self._network(svc, raw, out)
@@ -301,13 +310,21 @@ class _Context:
         to it); a read-only mount of anything else is kept (the trial reads what the live
         version reads, and cannot change it); a writable one is a refusal. The host's own
         configuration (``HOST_CONFIG``: /etc/localtime, ...) is kept as it is, as the rest of
-        composeguard treats it: never an app's data. tmpfs is kept. Anonymous volumes (an
-        image's ``VOLUME``s too) stay anonymous: the trial gets fresh, empty ones. They are
-        not cloned: data kept only in the live container's anonymous volume is not in the
-        trial, and whether it holds any is for the caller to ask Docker (the model cannot
-        say)."""
+        composeguard treats it: never an app's data. tmpfs is kept. An anonymous volume (an
+        image's ``VOLUME`` too) the live container has (``anonymous``: Docker says where) is
+        bound from its clone; one it does not have stays anonymous (fresh and empty, as
+        compose would make it)."""
         mounts = []
+        live_anonymous = dict(self.anonymous.get(svc) or {})
+        for target, path in live_anonymous.items():
+            clone = self._clone(path)
+            if clone is None:
+                self._no_clone(svc, path, f" (the anonymous volume at {target})")
+            else:
+                mounts.append({"type": "bind", "source": clone, "target": target})
         for m in raw.get("volumes") or []:
+            if isinstance(m, dict) and m.get("target") in live_anonymous and not m.get("source"):
+                continue  # bound from its clone above
             if not isinstance(m, dict):  # compose config always prints the long form
                 mounts.append(m)
                 continue

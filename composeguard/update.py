@@ -77,6 +77,7 @@ def update_one(
     rep: Reporter,
     name: str = "",
     deployed: bool = False,
+    trial: bool = False,
 ) -> ProjectResult:
     from composeguard.preflight import ExecInstead, UpRequest, guarded_up
 
@@ -88,6 +89,7 @@ def update_one(
         allow_unprotected=allow_unprotected,
         command="update",
         deployed=deployed,
+        trial=trial,
     )
     known = _journal_files(name)
     try:
@@ -107,10 +109,11 @@ def update_command(
     as_json: bool,
     allow_unprotected: bool,
     name_filter: str | None = None,
+    trial: bool = False,
 ) -> int:
     rep = Reporter(quiet=as_json, verbose=verbose)
     if not all_projects:
-        r = update_one(global_args, services, allow_unprotected, rep)
+        r = update_one(global_args, services, allow_unprotected, rep, trial=trial)
         if r.message and not as_json:
             click.echo(f"composeguard: {r.message}", err=True)
         if as_json:
@@ -135,7 +138,9 @@ def update_command(
                 name, int(ExitCode.USAGE), f"not updated: {sp.problem}; nothing was changed", outcome="error"
             )
         else:
-            r = update_one([*dry, *sp.global_args], sp.services, allow_unprotected, rep, name, deployed=True)
+            r = update_one(
+                [*dry, *sp.global_args], sp.services, allow_unprotected, rep, name, deployed=True, trial=trial
+            )
         results.append(r)
         if r.message and not as_json:
             click.echo(f"composeguard: {name}: {r.message}", err=True)

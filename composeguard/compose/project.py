@@ -58,6 +58,7 @@ class Project:
     volumes: dict[str, dict[str, Any]]  # top-level volumes (key -> name/driver/driver_opts/...)
     settings: ProjectSettings
     networks: dict[str, dict[str, Any]] = field(default_factory=dict)  # top-level (key -> name/external/...)
+    model: dict[str, Any] = field(default_factory=dict, repr=False)  # `docker compose config`, as parsed
 
     def compose_args(self, extra_files: list[str] | None = None) -> list[str]:
         """Global options for compose commands composeguard runs on this project."""
@@ -138,6 +139,7 @@ def parse_project(text: str, invocation: Invocation, files: list[str]) -> Projec
         volumes=dict(model.get("volumes") or {}),
         settings=ProjectSettings.parse(model.get("x-composeguard"), where="the project"),
         networks={k: v or {} for k, v in (model.get("networks") or {}).items()},
+        model=model,
     )
 
 

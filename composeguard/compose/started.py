@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from composeguard.compose.docker import containers_labelled
+from composeguard.trial_model import TRIAL_LABEL
 
 PREFIX = "com.docker.compose."
 
@@ -133,7 +134,10 @@ def host_projects() -> list[StartedProject]:
     ``docker ps -a`` and one batched inspect."""
     by_project: dict[str, list[dict]] = {}
     for c in containers_labelled(PREFIX + "project"):
-        name = ((c.get("Config") or {}).get("Labels") or {}).get(PREFIX + "project")
+        labels = (c.get("Config") or {}).get("Labels") or {}
+        name = labels.get(PREFIX + "project")
+        if TRIAL_LABEL in labels:
+            continue  # a trial run's copy of a project (trial.py): never a project to update
         if name:
             by_project.setdefault(name, []).append(c)
     return [started_project(name, cs) for name, cs in sorted(by_project.items())]

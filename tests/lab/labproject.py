@@ -229,6 +229,7 @@ class LabProject:
     def destroy(self) -> None:
         files = compose_files(self.name, self.state) if (self.dir / "compose.yaml").exists() else None
         remove_project(self.name, self.dir, files, volumes=True)
+        remove_project(f"{self.name}-trial", self.dir, None, volumes=True)  # what a failed test left
         delete_subvolumes(self.snapshot_root())
         for sv in self.subvolumes:
             delete_subvolumes(sv)

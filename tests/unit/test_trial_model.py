@@ -51,7 +51,7 @@ services:
       default:
         aliases: [db, postgres]
     pull_policy: missing
-    restart: "no"
+    restart: always
     volumes:
       - type: bind
         source: /tank/apps/nextcloud-trial/db
@@ -78,7 +78,7 @@ services:
       default:
         aliases: [nextcloud]
     pull_policy: missing
-    restart: "no"
+    restart: always
     volumes:
       - type: bind
         source: /tank/apps/nextcloud-trial/html
@@ -101,7 +101,7 @@ services:
       default:
         aliases: [redis]
     pull_policy: missing
-    restart: "no"
+    restart: always
     volumes:
       - type: bind
         source: /tank/docker-trial/nextcloud_redis/_data
@@ -435,7 +435,12 @@ def test_networks_aliases_links_depends_and_labels() -> None:
     assert app["links"] == ["db:database"]
     assert app["depends_on"] == {"db": {"condition": "service_healthy", "required": True, "restart": True}}
     assert app["labels"] == {"caddyfile.note": "not caddy-docker-proxy's", "io.composeguard.trial": "shop"}
-    assert app["restart"] == "no" and app["deploy"] == {"resources": {"limits": {"memory": "1g"}}}
+    # the restart policy is the live one: the prober judges restarts as it will after the cut-over
+    assert app["restart"] == "unless-stopped"
+    assert app["deploy"] == {
+        "restart_policy": {"condition": "any"},
+        "resources": {"limits": {"memory": "1g"}},
+    }
     assert app["image"] == "shop/app:2"
     assert set(trial.doc["services"]) == {"app", "db"}
 
@@ -459,3 +464,37 @@ def test_secrets_and_configs_used_by_the_unit_are_kept() -> None:
 def test_caller_mistakes(unit: list[str], images: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         trial_model(small(), unit, "shop", {}, images)
+
+
+def test_the_live_containers_anonymous_volumes_are_bound_from_their_clones() -> None:
+    """An image's VOLUME (postgres's PGDATA when the compose file mounts nothing there) and a
+    compose anonymous volume hold live data: the trial binds their clones, never a fresh one."""
+    model = small(volumes=[{"type": "volume", "target": "/cache"}])
+    anon = "/var/lib/docker/volumes/" + "a" * 64 + "/_data"
+    pgdata = "/var/lib/docker/volumes/" + "b" * 64 + "/_data"
+    trial = run(
+        model,
+        binds={"/var/lib/docker": "/c/docker"},
+        anonymous={"app": {"/cache": anon, "/var/lib/postgresql/data": pgdata}},
+    )
+    assert trial.refusals == []
+    vols = trial.doc["services"]["app"]["volumes"]
+    assert {"type": "bind", "source": "/c/docker/volumes/" + "a" * 64 + "/_data", "target": "/cache"} in vols
+    assert {
+        "type": "bind",
+        "source": "/c/docker/volumes/" + "b" * 64 + "/_data",
+        "target": "/var/lib/postgresql/data",
+    } in vols
+    assert [v["target"] for v in vols].count("/cache") == 1
+
+
+def test_an_anonymous_volume_without_a_clone_is_refused() -> None:
+    trial = run(
+        small(),
+        binds={"/srv/shop": "/c/shop"},
+        anonymous={"app": {"/data": "/var/lib/docker/volumes/x/_data"}},
+    )
+    assert trial.refusals == [
+        "no trial: service app writes to /var/lib/docker/volumes/x/_data (the anonymous volume at /data), "
+        "which has no clone"
+    ]
