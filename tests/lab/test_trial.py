@@ -88,12 +88,12 @@ def test_a_failing_upgrade_costs_no_downtime_then_a_good_one_is_installed(lab_pr
     p = lab_project
     vol = p.volume("app", {"db.txt": "precious data D\n", "users.csv": "id,name\n1,ada\n"})
     url = deploy(p, vol)
-    plan = p.cg("plan")
-    assert f"trial: the new version runs first as {p.name}-trial" in plan.stdout, plan.stdout
-    assert json.loads(p.cg("plan", "--json").stdout)["trial"]["refusals"] == []
     before, live = tree(vol), identity(p)
     v1 = p.running_digests("app")[0]
     v2 = p.push("lab/app:v2", "app")  # rewrites every file of its data, then never gets healthy
+    plan = p.cg("plan")
+    assert f"trial: the new version runs first as {p.name}-trial" in plan.stdout, plan.stdout
+    assert json.loads(p.cg("plan", "--json").stdout)["trial"]["refusals"] == []
 
     with Poller(url) as client:
         r = p.cg("up", "-d", "--pull", "always")
@@ -191,7 +191,7 @@ def test_kill_during_the_trial(lab_project: LabProject, tmp_path: Path, point: s
     p = lab_project
     vol = p.volume("app", {"db.txt": "precious rows\n"})
     deploy(p, vol)
-    before, live = tree(vol), identity(p)
+    before, live, v1 = tree(vol), identity(p), p.running_digests("app")[0]
     v2 = p.push("lab/app:v2", "app")
 
     kill_at(p, point, tmp_path, getattr(signal, sig))
@@ -221,7 +221,9 @@ def test_kill_during_the_trial(lab_project: LabProject, tmp_path: Path, point: s
     # and the next run simply runs
     r = p.cg("up", "-d")
     assert r.returncode in (0, 3), r.stderr
-    assert identity(p) == live, "v2 is pinned, or its trial fails again: the live version stays"
+    assert v1 in p.running_digests("app"), "v2 is pinned, or its trial fails again"
+    if point != "trial-failed":  # (with the pin, compose recreates the container on v1's digest)
+        assert identity(p) == live, "the trial failed again: the live version stays"
 
 
 def test_update_all_never_takes_a_trial_for_a_project(lab_project: LabProject, tmp_path: Path) -> None:
