@@ -113,15 +113,21 @@ def history_command(project: str, as_json: bool) -> None:
             click.echo(f"    reason: {j.reason}")
         if j.rollback_error:
             click.echo(f"    the rollback failed {j.rollback_error}: run `composeguard recover`")
+        tried = j.trial.get("verdict") == "failed"  # nothing was stopped or restored
+        if j.trial:
+            verdict = j.trial.get("verdict") or "unfinished"
+            what = {"failed": "failed: the live version was never stopped", "none": "could not run"}
+            click.echo(f"    trial {j.trial['name']}: {what.get(verdict, verdict)}")
         for s in j.snapshots:
             state = "released" if j.snapshots_released else "kept"
             r = j.restores.get(s.dataset.name)
             kind = "" if r is None else f"; shared: directory-level restore of {', '.join(r['paths'])}"
             if r is None and j.outcome in ("rolled-back", "rollback-failed"):
-                kind = "; restored whole"
+                kind = "; the trial's, not restored" if tried else "; restored whole"
             click.echo(f"    snapshot ({state}{kind}): {s.name}")
         for f in j.failed_states:
-            click.echo(f"    failed state{' (released)' if j.snapshots_released else ''}: {f}")
+            of = " (the trial's clone)" if tried else ""
+            click.echo(f"    failed state{of}{' (released)' if j.snapshots_released else ''}: {f}")
 
 
 def pins_command(project: str, as_json: bool, with_history: bool = False) -> None:

@@ -42,6 +42,6 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     COMPOSEGUARD_REQUIRE_LAB=1 COMPOSEGUARD_ZFS_TIMEOUT=${COMPOSEGUARD_ZFS_TIMEOUT:-$guest_timeout} \
         bash lab/zfs-guest.sh --docker .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 \
         -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_shared_dataset.py \
-        tests/lab/test_kill_recovery.py tests/lab/test_provision.py
+        tests/lab/test_kill_recovery.py tests/lab/test_provision.py tests/lab/test_trial.py
 fi
 step "all tests passed"

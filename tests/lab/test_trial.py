@@ -114,7 +114,9 @@ def test_a_failing_upgrade_costs_no_downtime_then_a_good_one_is_installed(lab_pr
     pins = json.loads(p.cg("pins", "--json").stdout)
     assert [b["digest"] for b in pins["app"]["bad"]] == [v2]
     assert trial_containers(p) == [], "no trial container is left"
-    assert p.cg("history").returncode == 0
+    shown = p.cg("history").stdout
+    assert f"trial {p.name}-trial: failed: the live version was never stopped" in shown, shown
+    assert f"failed state (the trial's clone): {txn['failed_states'][0]}" in shown, shown
 
     # A good v3: the trial passes, then the guarded upgrade installs it (and cleans the trial).
     v3 = p.push("lab/app:v3", "app")
@@ -129,7 +131,6 @@ def test_a_failing_upgrade_costs_no_downtime_then_a_good_one_is_installed(lab_pr
     assert trial_containers(p) == []
 
 
-@same_on_zfs("the trial binds only the unit's folders: the same trial_model on either storage")
 def test_a_trial_on_a_shared_dataset_leaves_the_other_projects_writes_alone(
     lab_project: LabProject, other_project: LabProject
 ) -> None:
@@ -226,6 +227,7 @@ def test_kill_during_the_trial(lab_project: LabProject, tmp_path: Path, point: s
         assert identity(p) == live, "the trial failed again: the live version stays"
 
 
+@same_on_zfs("which projects a host has is read from Docker's labels, whatever the storage")
 def test_update_all_never_takes_a_trial_for_a_project(lab_project: LabProject, tmp_path: Path) -> None:
     """A trial's containers (left by a kill before recover) are no project `update --all` acts on."""
     p = lab_project
