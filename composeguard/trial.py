@@ -226,9 +226,7 @@ class Trial:
         j, plan, t = self.j, self.plan, self.j.trial
         datasets = plan.datasets()
         j.step("trial-snapshotting")
-        groups = {d.pool if d.backend == "zfs" else d.name for d in datasets}
-        with_data = [s for s in plan.unit if s in plan.running_now and plan.storage[s].protected]
-        j.frozen = with_data if len(groups) > 1 else []
+        j.frozen = frozen_for_trial(plan)
         tags = SnapshotTags(
             txn=t["txn"],
             project=self.project.name,
@@ -314,6 +312,47 @@ class Trial:
             (d.get("State") or {}).get("StartedAt") or NEVER_STARTED for d in docker.inspect_containers(ids)
         ]
         return any(s != NEVER_STARTED for s in states)
+
+
+def atomic_group(d: Dataset) -> str:
+    """One snapshot call is one moment for the datasets of one ZFS pool, not for two Btrfs
+    subvolumes."""
+    return f"zfs:{d.pool}" if d.backend == "zfs" else d.name
+
+
+def frozen_for_trial(plan: Plan) -> list[str]:
+    """The running unit members to pause for the instant of the trial's snapshots: those of
+    a group of services that belong together (one depends on the other, within the unit, or
+    they use the same dataset) whose data lies in more than one atomic group. An app and its
+    database on two subvolumes are one moment; twenty independent services, each on its own
+    subvolume, are each one moment already and are not paused."""
+    member_groups = {s: {atomic_group(d) for d in plan.storage[s].datasets} for s in plan.unit}
+    links = {s: set() for s in plan.unit}
+    for s in plan.unit:
+        for d in plan.project.services[s].depends_on:
+            if d in links:
+                links[s].add(d)
+                links[d].add(s)
+        for o in plan.unit:
+            if o != s and member_groups[s] & member_groups[o]:
+                links[s].add(o)
+    frozen: list[str] = []
+    seen: set[str] = set()
+    for s in plan.unit:
+        if s in seen:
+            continue
+        component, todo = set(), [s]
+        while todo:
+            x = todo.pop()
+            if x not in component:
+                component.add(x)
+                todo += links[x] - component
+        seen |= component
+        if len(set().union(*(member_groups[x] for x in component))) > 1:
+            frozen += [
+                x for x in plan.unit if x in component and x in plan.running_now and plan.storage[x].protected
+            ]
+    return frozen
 
 
 def plan_images(j: Journal) -> list[str]:

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import pytest
 
 from composeguard import trial as trial_mod
+from composeguard.compose.invocation import Invocation
+from composeguard.compose.project import parse_project
 from composeguard.errors import GuardError, RolledBack
 from composeguard.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
 from composeguard.pins import PinFile
 from composeguard.probe import ProbeResult
-from composeguard.storage.base import Clone, Snapshot
+from composeguard.storage.base import Clone, Dataset, Snapshot
 from composeguard.trial import TrialCheck
 from composeguard.trial_model import TrialModel
 from tests.unit.test_transaction_order import NEW, OLD, UP, StubPlan, World, start, world  # noqa: F401
@@ -25,6 +27,7 @@ from tests.unit.test_transaction_order import NEW, OLD, UP, StubPlan, World, sta
 
 @dataclass
 class Storage:
+    datasets: tuple = ()
     protected: tuple = ()
 
 
@@ -80,6 +83,7 @@ def tw(world: World, monkeypatch: pytest.MonkeyPatch) -> TrialWorld:  # noqa: F8
 
 def trial_start(w: TrialWorld):
     txn = start(w)
+    txn.plan.project = txn.project  # type: ignore[attr-defined]
     txn.plan.running_now = ("app", "db")  # type: ignore[attr-defined]
     txn.plan.storage = {"app": Storage(), "db": Storage()}  # type: ignore[attr-defined]
     txn.trial = TrialCheck(wanted=True, explicit=False)
@@ -169,3 +173,47 @@ def test_an_interrupted_trial_leaves_nothing_behind(tw: TrialWorld, where: str) 
     assert not any(cmd.startswith(("stop", "restore")) for cmd, _ in tw.log)
     assert json.loads(j.path.read_text())["snapshots"] == []
     assert PinFile("shop").pins == {}
+
+
+@dataclass
+class FreezePlan:
+    """What frozen_for_trial reads of a plan."""
+
+    project: object
+    unit: list[str]
+    storage: dict[str, Storage]
+    running_now: set[str]
+
+
+def btrfs(name: str) -> Dataset:
+    return Dataset("btrfs", name, "/dev/x", "/pool")
+
+
+def zfs(name: str) -> Dataset:
+    return Dataset("zfs", name, "tank", f"/{name}")
+
+
+def freeze(compose: str, data: dict[str, list[Dataset]]) -> list[str]:
+    project = parse_project(compose, Invocation.parse([]), ["/srv/x/compose.yaml"])
+    storage = {s: Storage(tuple(ds), tuple(ds)) for s, ds in data.items()}
+    plan = FreezePlan(project, sorted(data), storage, set(data))
+    return trial_mod.frozen_for_trial(plan)  # type: ignore[arg-type]
+
+
+TWO = """
+services:
+  app: {image: a, depends_on: [db]}
+  db: {image: d}
+  other: {image: o}
+"""
+
+
+def test_the_trial_pauses_only_what_must_be_one_moment() -> None:
+    # an app and its database on two subvolumes: one moment, so both are paused
+    assert freeze(TWO, {"app": [btrfs("/p/app")], "db": [btrfs("/p/db")]}) == ["app", "db"]
+    # independent services, each on its own subvolume: each is one moment already
+    assert freeze(TWO, {"app": [btrfs("/p/app")], "other": [btrfs("/p/o")]}) == []
+    # one service on two subvolumes (PGDATA and pg_wal) is paused, the independent one is not
+    assert freeze(TWO, {"db": [btrfs("/p/db"), btrfs("/p/wal")], "other": [btrfs("/p/o")]}) == ["db"]
+    # one ZFS pool is one atomic snapshot: nothing to pause
+    assert freeze(TWO, {"app": [zfs("tank/app")], "db": [zfs("tank/db")]}) == []
