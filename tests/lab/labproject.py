@@ -216,14 +216,18 @@ class LabProject:
         return tree(Path(name))
 
     def failed_tree(self, name: str) -> dict[str, str]:
-        """Files of a kept failed state (a read-only subvolume, or an unmounted dataset)."""
+        """Files of a kept failed state (a read-only subvolume, an unmounted dataset, or a
+        failed trial's clone, which stays mounted read-only)."""
         if STORAGE != "zfs":
             return tree(Path(name))
-        zfs("mount", name)
+        mounted = zfs("get", "-H", "-o", "value", "mounted", name).strip() == "yes"
+        if not mounted:
+            zfs("mount", name)
         try:
             return tree(Path(zfs("get", "-H", "-o", "value", "mountpoint", name).strip()))
         finally:
-            zfs("unmount", name)
+            if not mounted:
+                zfs("unmount", name)
 
     # -- teardown --------------------------------------------------------------------------
     def destroy(self) -> None:
