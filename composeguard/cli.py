@@ -149,6 +149,11 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
     is_flag=True,
     help="Try the new version on clones of the data first, beside the live one (refused when it cannot be).",
 )
+@click.option(
+    "--now",
+    is_flag=True,
+    help="Install what the named SERVICES' policy holds back (min_age, update: notify).",
+)
 @click.pass_context
 def update(
     ctx: click.Context,
@@ -159,11 +164,22 @@ def update(
     as_json: bool,
     allow_unprotected: bool,
     trial: bool,
+    now: bool,
 ) -> None:
     from composeguard.update import update_command
 
+    if now and (all_projects or not services):
+        raise click.UsageError("update --now names the services to install now (and takes no --all)")
     code = update_command(
-        _globals(ctx), list(services), all_projects, verbose, as_json, allow_unprotected, name_filter, trial
+        _globals(ctx),
+        list(services),
+        all_projects,
+        verbose,
+        as_json,
+        allow_unprotected,
+        name_filter,
+        trial,
+        now=now,
     )
     ctx.exit(code)
 

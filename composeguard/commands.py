@@ -38,9 +38,15 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
     from composeguard.trial import check_trial
 
     trial = check_trial(plan)
+    from composeguard.policy import describe, hold_back
+
+    # what `update` would hold back (`up` by hand installs it all)
+    held = hold_back(project, plan.changes, record=os.geteuid() == 0)
     if as_json:
         doc = plan.to_json()
         doc["trial"] = trial.to_json()
+        doc["waiting"] = [w.to_json() for w in held.waiting]
+        doc["available"] = sorted(held.available)  # update: notify
         doc["compared_with"] = source
         doc["not_running"] = [s for s in scope if s not in running]
         click.echo(json.dumps(doc, indent=2))
@@ -50,10 +56,18 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
         click.echo("nothing to upgrade: every running service is on its newest image")
         return
     for c in plan.changes.values():
+        said = describe(c.labels)
         click.echo(
             f"  change  {c.service}: {short(c.old_digest or c.old_image_id)} -> "
-            f"{short(c.new_digest or c.new_image_id)} ({c.new_ref})"
+            f"{short(c.new_digest or c.new_image_id)} ({c.new_ref}{'; ' + said if said else ''})"
         )
+    for w in held.waiting:
+        click.echo(
+            f"  waiting {w.service}: {short(w.digest)} first seen {w.first_seen}, installable by "
+            f"`update` from {w.installable_from} (min_age)"
+        )
+    for svc in sorted(held.available):
+        click.echo(f"  notify  {svc}: `update` tells of it and installs nothing (update: notify)")
     click.echo(f"  rollback unit: {', '.join(plan.unit)}")
     for svc, why in sorted(plan.neighbours.items()):
         click.echo(f"  stopped with it  {svc}: {why}; started again after the upgrade or its rollback")
@@ -94,6 +108,8 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
 
 
 def history_command(project: str, as_json: bool) -> None:
+    from composeguard.policy import describe
+
     journals = Journal.all(project)
     if as_json:
         click.echo(json.dumps([j.to_json() for j in journals], indent=2))
@@ -105,9 +121,10 @@ def history_command(project: str, as_json: bool) -> None:
         outcome = j.outcome or f"UNFINISHED at {j.phase}"
         click.echo(f"{j.id}  {j.command:<7} {outcome}")
         for c in j.changes.values():
+            said = describe(c.labels)
             click.echo(
                 f"    {c.service}: {short(c.old_digest or c.old_image_id)} -> "
-                f"{short(c.new_digest or c.new_image_id)}"
+                f"{short(c.new_digest or c.new_image_id)}{f' ({said})' if said else ''}"
             )
         if j.reason:
             click.echo(f"    reason: {j.reason}")

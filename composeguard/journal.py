@@ -37,6 +37,7 @@ class ServiceChange:
     new_image_id: str | None
     new_ref: str
     new_digest: str | None
+    labels: dict[str, Any] = field(default_factory=dict)  # the OCI labels of both (policy.py)
 
 
 @dataclass

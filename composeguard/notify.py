@@ -26,6 +26,11 @@ log = logging.getLogger("composeguard.notify")
 EXIT_CODES = {"committed": 0, "aborted": 1, "rolled-back": 3, "rollback-failed": 4}
 
 
+def service_doc(c: Any) -> dict[str, Any]:
+    """One change: the old and new digest (or image ID) and what changed (OCI labels)."""
+    return {"old": c.old_digest or c.old_image_id, "new": c.new_digest or c.new_image_id, "labels": c.labels}
+
+
 def summary(j: Journal) -> dict[str, Any]:
     return {
         "project": j.project,
@@ -34,10 +39,7 @@ def summary(j: Journal) -> dict[str, Any]:
         "outcome": j.outcome,
         "exit_code": EXIT_CODES.get(j.outcome or "", 1),
         "reason": j.reason,
-        "services": {
-            s: {"old": c.old_digest or c.old_image_id, "new": c.new_digest or c.new_image_id}
-            for s, c in j.changes.items()
-        },
+        "services": {s: service_doc(c) for s, c in j.changes.items()},
         "snapshots": [s.name for s in j.snapshots],
         "failed_states": j.failed_states,
         "started": j.created,
@@ -49,7 +51,30 @@ def notify(settings: ProjectSettings, j: Journal) -> None:
     """Run every configured notifier. Each one that fails, whatever the error (a corrupt
     metrics store, an unwritable textfile folder, an Apprise plugin raising), is a warning:
     it never changes the exit code of the upgrade and never stops ``update --all``."""
-    doc = summary(j)
+    send(settings, summary(j))
+
+
+def notify_available(project: Any, changes: dict[str, Any]) -> None:
+    """``update: notify``: tell that new digests are there (once per digest), installing
+    nothing. The outcome is ``available``, the exit code 0, there is no transaction."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    doc = {
+        "project": project.name,
+        "txn": "",
+        "command": "update",
+        "outcome": "available",
+        "exit_code": 0,
+        "reason": f"a new image is available for {', '.join(sorted(changes))} (update: notify)",
+        "services": {s: service_doc(c) for s, c in sorted(changes.items())},
+        "snapshots": [],
+        "failed_states": [],
+        "started": now,
+        "finished": now,
+    }
+    send(project.settings, doc)
+
+
+def send(settings: ProjectSettings, doc: dict[str, Any]) -> None:
     prom = os.environ.get("COMPOSEGUARD_PROMETHEUS_FILE")
     jobs: list[tuple[str, Any]] = []
     if settings.hook:
@@ -96,11 +121,18 @@ def send_apprise(urls: list[str], doc: dict[str, Any]) -> None:
         a.add(u)
     title = f"composeguard: {doc['project']} {doc['outcome']}"
     body = "\n".join(
-        [f"{s}: {v['old']} -> {v['new']}" for s, v in doc["services"].items()]
+        [f"{s}: {v['old']} -> {v['new']}" + _versions(v) for s, v in doc["services"].items()]
         + ([f"reason: {doc['reason']}"] if doc["reason"] else [])
     )
     if not a.notify(title=title, body=body):
         log.warning("Apprise could not deliver the notification")
+
+
+def _versions(v: dict[str, Any]) -> str:
+    from composeguard.policy import describe
+
+    said = describe(v.get("labels") or {})
+    return f" ({said})" if said else ""
 
 
 def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
@@ -113,11 +145,16 @@ def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data: dict[str, Any] = read_json(store) if store.exists() else {}
         p = data.setdefault(doc["project"], {"transactions": {}, "rollbacks": 0})
-        p["last_run"] = time.time()
-        p["last_outcome"] = doc["outcome"]
-        p["transactions"][doc["outcome"]] = p["transactions"].get(doc["outcome"], 0) + 1
-        if doc["outcome"] in ("rolled-back", "rollback-failed"):
-            p["rollbacks"] += 1
+        if doc["outcome"] == "available":  # told, not installed: no transaction
+            p["available"] = sorted({*p.get("available", []), *doc["services"]})
+        else:
+            p["last_run"] = time.time()
+            p["last_outcome"] = doc["outcome"]
+            p["transactions"][doc["outcome"]] = p["transactions"].get(doc["outcome"], 0) + 1
+            if doc["outcome"] in ("rolled-back", "rollback-failed"):
+                p["rollbacks"] += 1
+            if doc["outcome"] == "committed":
+                p["available"] = [s for s in p.get("available", []) if s not in doc["services"]]
         write_json(store, data)
     lines = [
         "# HELP composeguard_last_run_timestamp_seconds When the last transaction of a project ended.",
@@ -126,12 +163,23 @@ def write_prometheus(path: Path, doc: dict[str, Any]) -> None:
     lines += [
         f'composeguard_last_run_timestamp_seconds{{project="{k}"}} {v["last_run"]:.0f}'
         for k, v in sorted(data.items())
+        if "last_run" in v
+    ]
+    lines += [
+        "# HELP composeguard_updates_available Services with a new image update: notify did not install.",
+        "# TYPE composeguard_updates_available gauge",
+    ]
+    lines += [
+        f'composeguard_updates_available{{project="{k}"}} {len(v.get("available", []))}'
+        for k, v in sorted(data.items())
     ]
     lines += [
         "# HELP composeguard_last_outcome 1 for the outcome of the last transaction.",
         "# TYPE composeguard_last_outcome gauge",
     ]
     for k, v in sorted(data.items()):
+        if "last_outcome" not in v:
+            continue
         for o in ("committed", "rolled-back", "rollback-failed", "aborted"):
             lines.append(
                 f'composeguard_last_outcome{{project="{k}",outcome="{o}"}} '

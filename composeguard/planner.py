@@ -13,6 +13,7 @@ from composeguard.compose import docker
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
 from composeguard.pins import PinFile
+from composeguard.policy import what_changed
 from composeguard.restorecheck import copy_size
 from composeguard.storage.base import Dataset
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
@@ -36,6 +37,8 @@ class Change:
     new_ref: str  # the reference compose will start
     new_image_id: str | None
     new_digest: str | None
+    new_created: str = ""  # when the new image was built (its config), for min_age
+    labels: dict[str, Any] = field(default_factory=dict)  # what changed (policy.what_changed)
 
 
 @dataclass
@@ -212,11 +215,13 @@ def detect_changes(
                 continue
             info = image(new_digest)
             changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id if info else None, new_digest)
-            continue
-        info = image(ref)
-        if info is None or info.id == r.image_id:
-            continue
-        changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
+        else:
+            info = image(ref)
+            if info is None or info.id == r.image_id:
+                continue
+            changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
+        changes[svc].new_created = info.created if info else ""
+        changes[svc].labels = what_changed(image(r.image_id), info)
     return changes
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
@@ -17,6 +18,7 @@ from composeguard.errors import ConfigError, GuardError, StorageError, last_line
 from composeguard.lock import project_lock
 from composeguard.pins import PinFile
 from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
+from composeguard.policy import hold_back, run_vetoes, tell_waiting
 from composeguard.report import Reporter, mib, short
 from composeguard.rollback import backends_for, refuse_if_unfinished
 from composeguard.storage.base import by_backend
@@ -54,6 +56,9 @@ class UpRequest:
     # files (an orphan) is left alone rather than refused.
     deployed: bool = False
     trial: bool = False  # --trial: a trial run was asked for (a refusal stops the upgrade)
+    now: bool = False  # update --now: the named services are installed whatever their policy
+    # Filled in for the caller (update's JSON): what the policy held back (policy.py).
+    told: dict[str, Any] = field(default_factory=dict)
 
 
 def guarded_up(req: UpRequest, rep: Reporter) -> int:
@@ -201,6 +206,8 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         ]
         _pull(project, missing, pin_files, rep)
     changes = detect_changes(project, pins, running)
+    if req.command == "update":
+        changes = _held_back(project, changes, req, rep)
     if not changes and req.command == "update":
         rep.verbose(f"{project.name}: nothing to update")
         return 0
@@ -259,6 +266,24 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
             raise ConfigError(f"{trial.refusals[0]} (a trial was asked for); nothing was changed")
         for line in trial.refusals:
             rep.warn(f"{line}; upgrading without one")
+    run_vetoes(project, sorted(plan.changes), pin_files, rep)  # the last word before anything changes
     tx = Transaction(project, plan, pin_files, req.command, req.up_args, rep, backends)
     tx.trial = trial if trial.runs else None
     return tx.run()
+
+
+def _held_back(project: Project, changes: dict, req: UpRequest, rep: Reporter) -> dict:
+    """``update``: what its policy installs now (policy.py); the rest is told, not installed."""
+    held = hold_back(project, changes, now_for=set(req.services) if req.now else None)
+    tell_waiting(held, rep)
+    req.told["project"] = project.name
+    req.told["waiting"] = [w.to_json() for w in held.waiting]
+    req.told["available"] = [
+        {"service": s, "digest": c.new_digest or c.new_image_id, "labels": c.labels}
+        for s, c in sorted(held.available.items())
+    ]
+    if held.fresh:
+        from composeguard.notify import notify_available
+
+        notify_available(project, {s: held.available[s] for s in held.fresh})
+    return held.install

@@ -97,6 +97,49 @@ def _words(value: Any, key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+UPDATE_MODES = (True, False, "notify")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _update(value: Any, key: str, where: str) -> bool | str:
+    if value not in UPDATE_MODES or (value in (0, 1) and not isinstance(value, bool)):
+        raise ConfigError(f"{_label(key, where)} must be true, false or notify, not {value!r}")
+    return value
+
+
+def parse_duration(value: Any, label: str) -> float:
+    """Seconds from a number of seconds or ``45s``, ``30m``, ``12h``, ``3d``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _number(value, "", "") if math.isfinite(value) and value >= 0 else _bad_duration(value, label)
+    text = value.strip().lower() if isinstance(value, str) else ""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in DURATION_UNITS else (text, "s")
+    try:
+        seconds = float(number) * DURATION_UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if not math.isfinite(seconds) or seconds < 0:
+        _bad_duration(value, label)
+    return seconds
+
+
+def _bad_duration(value: Any, label: str) -> float:
+    raise ConfigError(f"{label} must be a duration like 45s, 30m, 12h or 3d, not {value!r}")
+
+
+def _duration(value: Any, key: str, where: str) -> float:
+    return parse_duration(value, _label(key, where))
+
+
+def _command(value: Any, key: str, where: str) -> tuple[str, ...]:
+    """A command as a word list; a string is run by ``sh -c`` in the container (``before``,
+    as a HEALTHCHECK's CMD-SHELL) or split into words, never through a shell (``before_host``)."""
+    if isinstance(value, str) and value.strip():
+        value = ["sh", "-c", value] if key == "before" else shlex.split(value)
+    if not (isinstance(value, list) and value and all(isinstance(x, str) and x for x in value)):
+        raise ConfigError(f"{_label(key, where)} must be a command: a list of strings, or one string")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Probe:
     """An extra probe: exactly one of http, tcp, exec."""
@@ -144,8 +187,11 @@ FIELDS: dict[str, Callable[[Any, str, str], Any]] = {
     "settle": _number,
     "quiesce": partial(_choice, choices=QUIESCE_MODES),
     "unprotected": partial(_choice, choices=UNPROTECTED_MODES),
-    "update": _bool,
+    "update": _update,
     "trial": _bool,
+    "min_age": _duration,
+    "before": _command,
+    "before_host": _command,
     "retention": _retention,
     "keep_rollbacks": _retention,
     "min_free": _min_free,
@@ -160,6 +206,8 @@ FROM_ENVIRONMENT: dict[str, Callable[[str], Any]] = {
     "unprotected": str,
     "min_free": str,
     "btrfs_snapshot_dir": str,
+    "min_age": str,
+    "before_host": shlex.split,
 }
 
 
@@ -170,7 +218,10 @@ class ServiceSettings:
     settle: float | None = None
     quiesce: str | None = None
     unprotected: str | None = None
-    update: bool | None = None
+    update: bool | str | None = None  # true, false or "notify"
+    min_age: float | None = None  # seconds a new digest waits before `update` installs it
+    before: tuple[str, ...] | None = None  # a veto run in the container (policy.py)
+    before_host: tuple[str, ...] | None = None  # a veto run on the host
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ServiceSettings:
@@ -184,7 +235,7 @@ class ProjectSettings:
     timeout: float = 120.0
     settle: float = 10.0
     unprotected: str = "refuse"
-    update: bool = True
+    update: bool | str = True  # false: `update` leaves the project alone; "notify": it only tells
     retention: int = 3  # committed transactions whose pre-upgrade snapshots are kept
     min_free: str = "5%"
     btrfs_snapshot_dir: str = ".composeguard-snapshots"
@@ -194,6 +245,8 @@ class ProjectSettings:
     # Try the new version on clones of the data, beside the live one, before stopping anything
     # (trial.py); COMPOSEGUARD_TRIAL=1 or `update --trial` ask for it explicitly.
     trial: bool = False
+    min_age: float = 0.0  # seconds a new digest waits before `update` installs it (policy.py)
+    before_host: tuple[str, ...] = ()  # a veto run on the host before every upgrade
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> ProjectSettings:
@@ -213,6 +266,9 @@ class ProjectSettings:
             quiesce=s.quiesce or "none",
             unprotected=s.unprotected or self.unprotected,
             update=s.update if s.update is not None else self.update,
+            min_age=s.min_age if s.min_age is not None else self.min_age,
+            before=s.before or (),
+            before_host=s.before_host or self.before_host,
         )
 
 
@@ -223,10 +279,15 @@ class EffectiveSettings:
     settle: float
     quiesce: str
     unprotected: str
-    update: bool
+    update: bool | str
+    min_age: float = 0.0
+    before: tuple[str, ...] = ()
+    before_host: tuple[str, ...] = ()
 
 
 def _env_value(key: str, value: str) -> Any:
+    if key == "update" and value.lower() == "notify":
+        return "notify"
     if key in ("update", "trial"):
         if value.lower() in ("1", "true", "yes"):
             return True

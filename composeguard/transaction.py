@@ -148,6 +148,7 @@ class Transaction:
                 new_image_id=c.new_image_id,
                 new_ref=c.new_ref,
                 new_digest=c.new_digest,
+                labels=c.labels,
             )
         datasets = plan.datasets()
         j.datasets = list(datasets)

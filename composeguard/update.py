@@ -5,7 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
@@ -35,6 +35,10 @@ class ProjectResult:
     # how it ended: committed, rolled-back, rollback-failed, aborted; "up-to-date"; "error".
     txn: str = ""
     outcome: str = ""
+    # What the policy held back (policy.py): digests waiting for their min_age, and those
+    # only told of (update: notify); "vetoed" when a before command said no.
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+    available: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _journal_files(project: str) -> set[str]:
@@ -78,7 +82,9 @@ def update_one(
     name: str = "",
     deployed: bool = False,
     trial: bool = False,
+    now: bool = False,
 ) -> ProjectResult:
+    from composeguard.policy import Vetoed
     from composeguard.preflight import ExecInstead, UpRequest, guarded_up
 
     req = UpRequest(
@@ -90,15 +96,20 @@ def update_one(
         command="update",
         deployed=deployed,
         trial=trial,
+        now=now,
     )
     known = _journal_files(name)
     try:
         r = ProjectResult(name, guarded_up(req, rep))
     except ExecInstead:  # pragma: no cover - update never hands over to a plain up
         r = ProjectResult(name, 0)
+    except Vetoed as e:  # skipped tonight, nothing changed: not an error of the nightly job
+        r = ProjectResult(name, 0, str(e), outcome="vetoed")
     except GuardError as e:
         r = ProjectResult(name, int(e.exit_code), str(e))
-    return _with_transaction(r, known)
+    r.project = r.project or req.told.get("project", "")
+    r.waiting, r.available = req.told.get("waiting", []), req.told.get("available", [])
+    return r if r.outcome == "vetoed" else _with_transaction(r, known)
 
 
 def update_command(
@@ -110,10 +121,11 @@ def update_command(
     allow_unprotected: bool,
     name_filter: str | None = None,
     trial: bool = False,
+    now: bool = False,
 ) -> int:
     rep = Reporter(quiet=as_json, verbose=verbose)
     if not all_projects:
-        r = update_one(global_args, services, allow_unprotected, rep, trial=trial)
+        r = update_one(global_args, services, allow_unprotected, rep, trial=trial, now=now)
         if r.message and not as_json:
             click.echo(f"composeguard: {r.message}", err=True)
         if as_json:

@@ -47,6 +47,8 @@ class ImageInfo:
     id: str
     repo_digests: tuple[str, ...]
     repo_tags: tuple[str, ...]
+    created: str = ""  # when the image was built, as its config says (RFC 3339)
+    labels: tuple[tuple[str, str], ...] = ()  # Config.Labels
 
     def digest_for(self, ref: str) -> str | None:
         """The repo digest (``repo@sha256:…``) of this image in the repository of ``ref``."""
@@ -86,8 +88,13 @@ def _inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
 
 
 def _image(d: dict[str, Any]) -> ImageInfo:
+    labels = (d.get("Config") or {}).get("Labels") or {}
     return ImageInfo(
-        id=d["Id"], repo_digests=tuple(d.get("RepoDigests") or ()), repo_tags=tuple(d.get("RepoTags") or ())
+        id=d["Id"],
+        repo_digests=tuple(d.get("RepoDigests") or ()),
+        repo_tags=tuple(d.get("RepoTags") or ()),
+        created=str(d.get("Created") or ""),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
     )
 
 

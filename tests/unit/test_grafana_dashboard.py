@@ -615,10 +615,11 @@ def written(writer: Writer) -> Catalogue:
 
 
 def test_the_writer_output_parses_and_is_what_the_readme_names(written: Catalogue) -> None:
-    # The README promises these four; the dashboard is checked against the writer itself below.
+    # The README promises these five; the dashboard is checked against the writer itself below.
     assert set(written) == {
         "composeguard_last_run_timestamp_seconds", "composeguard_last_outcome",
         "composeguard_rollbacks_total", "composeguard_transactions_total",
+        "composeguard_updates_available",
     }
     assert written["composeguard_last_outcome"]["outcome"] == set(OUTCOMES)
     assert written["composeguard_rollbacks_total"]["project"] == {"alpha", "beta"}
