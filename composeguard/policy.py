@@ -111,10 +111,15 @@ class SeenDigests:
     ``{image: {digest: first seen (epoch seconds)}}``, the newest few kept per image."""
 
     def __init__(self, project: str) -> None:
+        self.project = project
         self.path = project_dir(project, create=False) / "seen.json"
         self.data: dict[str, dict[str, float]] = {}
         self.changed = False
-        if self.path.exists():
+        try:
+            exists = self.path.exists()
+        except OSError:  # the state folder is root's (0700): plan by a docker-group user
+            exists = False
+        if exists:
             try:
                 raw = read_json(self.path)
                 self.data = {
@@ -122,7 +127,7 @@ class SeenDigests:
                     for img, digests in raw.items()
                     if isinstance(digests, dict)
                 }
-            except (GuardError, ValueError, AttributeError, TypeError) as e:
+            except (GuardError, OSError, ValueError, AttributeError, TypeError) as e:
                 log.warning("%s is unreadable (%s): every digest counts as first seen now", self.path, e)
 
     def knows(self, image: str, digest: str) -> bool:
@@ -139,7 +144,7 @@ class SeenDigests:
 
     def save(self) -> None:
         if self.changed:
-            project_dir(self.path.parent.name)  # creates the project's folder, private
+            project_dir(self.project)  # creates the project's folder, private
             write_json(self.path, self.data)
             self.changed = False
 

@@ -107,9 +107,10 @@ def update_one(
         r = ProjectResult(name, 0, str(e), outcome="vetoed")
     except GuardError as e:
         r = ProjectResult(name, int(e.exit_code), str(e))
-    r.project = r.project or req.told.get("project", "")
+    if r.outcome != "vetoed":
+        r = _with_transaction(r, known)
     r.waiting, r.available = req.told.get("waiting", []), req.told.get("available", [])
-    return r if r.outcome == "vetoed" else _with_transaction(r, known)
+    return r
 
 
 def update_command(
