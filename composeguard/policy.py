@@ -223,10 +223,9 @@ def hold_back(
 def tell_waiting(held: Held, rep: Reporter) -> None:
     for w in held.waiting:
         rep.verbose(f"{w.service}: {short(w.digest)} waits (min_age) until {w.installable_from}")
-    for svc, c in sorted(held.available.items()):
-        rep.step(
-            f"{svc}: {short(c.new_digest or c.new_image_id)} is available (update: notify; not installed)"
-        )
+    for svc, c in sorted(held.available.items()):  # said once per digest (cron mails what is printed)
+        say = rep.step if svc in held.fresh else rep.verbose
+        say(f"{svc}: {short(c.new_digest or c.new_image_id)} is available (update: notify; not installed)")
 
 
 # -- the veto ------------------------------------------------------------------------------------
