@@ -165,3 +165,25 @@ def test_what_changed_is_in_the_history(lab_project: LabProject) -> None:
     }
     assert labels["releases"] == "https://github.com/example/labapp/releases"
     assert "-> 3.0.0, https://github.com/example/labapp/releases" in p.cg("history").stdout
+
+
+def test_a_before_host_command_vetoes_every_upgrade_of_the_project(
+    lab_project: LabProject, tmp_path: Path
+) -> None:
+    p = lab_project
+    lock = tmp_path / "backup.lock"
+    lock.write_text("the nightly backup runs\n")
+    v1, before, _ = deploy(
+        p, {"before_host": ["sh", "-c", f"if [ -e {lock} ]; then cat {lock}; exit 75; fi"]}
+    )
+    v3 = p.push("lab/app:v3", "app")
+
+    r = p.cg("update", "--json")
+    assert r.returncode == 0, r.stderr
+    (result,) = json.loads(r.stdout)
+    assert result["outcome"] == "vetoed" and "(exit 75: the nightly backup runs)" in result["message"], result
+    unchanged(p, v1, before)
+
+    lock.unlink()
+    assert p.cg("update").returncode == 0
+    assert v3 in p.running_digests("app")
