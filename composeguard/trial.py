@@ -97,7 +97,7 @@ def check_trial(plan: Plan, flag: bool = False) -> TrialCheck:
     project = plan.project
     explicit = explicitly_asked(flag)
     check = TrialCheck(wanted=explicit or project.settings.trial, explicit=explicit)
-    if not plan.changes:
+    if not plan.changes or not check.wanted:
         return check
     datasets = plan.datasets()
     clones = {d.name: f"{PLACEHOLDER}/{n}" for n, d in enumerate(datasets)}
@@ -150,10 +150,13 @@ def build_model(plan: Plan, clone_of: dict[str, str], name_suffix: str = "") -> 
             elif v.type == "volume" and v.source:
                 volume_paths[v.source] = p.path
     images = {s: c.new_digest or c.new_ref for s, c in plan.changes.items()}
-    model = dict(project.model) or {
-        "name": project.name,
-        "services": {s: v.raw for s, v in project.services.items()},
-    }
+    model = dict(project.model) or {"name": project.name}
+    # a service named on the command line whose profile is off is in the unit (compose
+    # starts it) but not in `docker compose config`'s model
+    services = dict(model.get("services") or {})
+    for s in plan.unit:
+        services.setdefault(s, project.services[s].raw)
+    model["services"] = services
     return trial_model(
         model, plan.unit, project.name, binds, images, volume_paths=volume_paths, anonymous=anonymous
     )

@@ -217,3 +217,17 @@ def test_the_trial_pauses_only_what_must_be_one_moment() -> None:
     assert freeze(TWO, {"db": [btrfs("/p/db"), btrfs("/p/wal")], "other": [btrfs("/p/o")]}) == ["db"]
     # one ZFS pool is one atomic snapshot: nothing to pause
     assert freeze(TWO, {"app": [zfs("tank/app")], "db": [zfs("tank/db")]}) == []
+
+
+def test_no_trial_asked_for_builds_nothing(tw: TrialWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without trial: true (or --trial) the plan's check reads nothing of the model: a unit
+    member compose's model lacks (a named service whose profile is off) is no concern."""
+
+    def no_model(plan, clone_of):
+        raise AssertionError("the trial's model was built though no trial was asked for")
+
+    monkeypatch.setattr(trial_mod, "build_model", no_model)
+    monkeypatch.delenv("COMPOSEGUARD_TRIAL", raising=False)
+    txn = trial_start(tw)
+    check = trial_mod.check_trial(txn.plan)  # type: ignore[arg-type]
+    assert (check.wanted, check.runs, check.refusals) == (False, False, [])
