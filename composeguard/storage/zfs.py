@@ -49,7 +49,7 @@ ENCRYPTION_PROPS = {"encryption", "keyformat", "keylocation", "pbkdf2iters", "pb
 NOT_COPIED = {"canmount", "origin"} | ENCRYPTION_PROPS
 # A trial's clone gets its own mountpoint (below TRIAL_BASE) and must be writable; it is not
 # shared over NFS/SMB under the live dataset's export settings either.
-NOT_COPIED_TO_CLONE = NOT_COPIED | {"mountpoint", "readonly", "sharenfs", "sharesmb"}
+NOT_COPIED_TO_CLONE = NOT_COPIED | {"mountpoint", "readonly", "sharenfs", "sharesmb", "com.sun:auto-snapshot"}
 TRIAL_BASE = "/run/composeguard/trial"
 
 
@@ -523,6 +523,8 @@ class ZfsBackend:
                     opts += ["-o", f"mountpoint={mountpoint}"]
                 if parent not in made:
                     _private_run_dir(os.path.join(TRIAL_BASE, txn))
+                # zfs-auto-snapshot would snapshot a trial's clone while it is probed
+                opts += ["-o", "com.sun:auto-snapshot=false"]
                 zfs("clone", "-o", "canmount=on", *opts, snap.name, name)
             _load_key(name)
             if get(name, "mounted") != "yes":

@@ -67,7 +67,14 @@ def _parent_and_child(datasets, tmp_path: Path):
     snapshotted for the trial; then the live data changed."""
     live_mp = tmp_path / "live app"
     parent = datasets(
-        "app", {"top.txt": "parent before\n"}, "-o", f"mountpoint={live_mp}", "-o", "compression=lz4"
+        "app",
+        {"top.txt": "parent before\n"},
+        "-o",
+        f"mountpoint={live_mp}",
+        "-o",
+        "compression=lz4",
+        "-o",
+        "com.sun:auto-snapshot=true",  # zfs-auto-snapshot's: a clone must not inherit it
     )
     child = f"{parent}/db"
     zfs("create", "-o", "recordsize=16K", child)
@@ -100,6 +107,7 @@ def test_parent_and_child_clones_mirror_the_tree_isolated_idempotent_kept_and_de
         assert get(c.name, "origin") == snap.name and get(c.name, "mounted") == "yes"
         assert get(c.name, "readonly") == "off"
     assert get(top.name, "compression") == "lz4" and get(nested.name, "recordsize") == str(16 * 1024)
+    assert get(top.name, "com.sun:auto-snapshot") == get(nested.name, "com.sun:auto-snapshot") == "false"
     t, n = Path(top.files_at), Path(nested.files_at)
     assert (t / "top.txt").read_text() == "parent before\n"
     assert (n / "db.txt").read_text() == (t / "db" / "db.txt").read_text() == "child before\n"
