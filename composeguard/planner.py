@@ -199,6 +199,7 @@ def detect_changes(
     registry's current repo digest (for ``plan``); otherwise local images are compared."""
     changes: dict[str, Change] = {}
     images: dict[str, docker.ImageInfo | None] = {}
+    new_info: dict[str, docker.ImageInfo | None] = {}
 
     def image(ref: str) -> docker.ImageInfo | None:
         if ref not in images:
@@ -221,7 +222,11 @@ def detect_changes(
                 continue
             changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
         changes[svc].new_created = info.created if info else ""
-        changes[svc].labels = what_changed(image(r.image_id), info)
+        new_info[svc] = info
+    # what changed: the old images' labels, all of them in one inspect
+    old = docker.images_by_id([c.old_image_id for c in changes.values()])
+    for svc, c in changes.items():
+        c.labels = what_changed(old.get(c.old_image_id), new_info[svc])
     return changes
 
 

@@ -104,6 +104,11 @@ def image_info(ref: str) -> ImageInfo | None:
     return _image(found[0]) if found else None
 
 
+def images_by_id(image_ids: list[str]) -> dict[str, ImageInfo]:
+    """Local images by ID, in one batched inspect (those not present are left out)."""
+    return {d["Id"]: _image(d) for d in _inspect("image", sorted(set(image_ids)))}
+
+
 def image_volumes(image_ids: list[str]) -> dict[str, list[str]]:
     """The VOLUME paths each image declares (one batched inspect), by image ID."""
     return {
