@@ -156,7 +156,8 @@ def test_nothing_new_is_silent_and_takes_no_snapshot(lab_project: LabProject) ->
     assert r.stderr.strip() == f"composeguard: {p.name}: nothing to update"
     r = update_all(p, p.name, "--json")
     assert json.loads(r.stdout) == [
-        {"project": p.name, "exit_code": 0, "message": "", "txn": "", "outcome": "up-to-date"}]
+        {"project": p.name, "exit_code": 0, "message": "", "txn": "", "outcome": "up-to-date",
+         "waiting": [], "available": []}]
     assert p.history() == []
 
 
