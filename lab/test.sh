@@ -34,8 +34,8 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     # dockerd and a registry run inside the guest (--docker); tests/lab/test_upgrade.py runs
     # there with COMPOSEGUARD_LAB_STORAGE=zfs, so its volumes are ZFS datasets.
     # Under TCG a Docker scenario takes two to four minutes: by default the guest runs the
-    # ZFS-specific ones and the backend tests (33 min measured on 2026-12-04, step 13, before the
-    # retention scenario moved to COMPOSEGUARD_ZFS_FULL=1: about 30 min expected);
+    # ZFS-specific ones and the backend tests (34 min measured on 2026-12-04 at step 14, with
+    # the two trial scenarios: 223 s and 112 s; the host part before it took 30 min);
     # COMPOSEGUARD_ZFS_FULL=1 runs every one (about 1.75 h). The timeout leaves room for a slower
     # machine within CI's 90 min.
     if [ "${COMPOSEGUARD_ZFS_FULL:-0}" = 1 ]; then guest_timeout=6000; else guest_timeout=3900; fi
