@@ -31,7 +31,8 @@ from composeguard.rollback import (
     describe_restore,
     roll_back,
 )
-from composeguard.storage.base import Snapshot, SnapshotTags, by_backend
+from composeguard.snapshotting import snapshot_as_one_moment, tags_for
+from composeguard.storage.base import Snapshot
 from composeguard.trial import TrialCheck
 from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, upgrade_up_args
 
@@ -206,13 +207,7 @@ class Transaction:
     def snapshot(self) -> None:
         j, plan = self.journal, self.plan
         datasets = plan.datasets()
-        tags = SnapshotTags(
-            txn=j.id,
-            project=self.project.name,
-            services=tuple(plan.unit),
-            old_digests={s: c.old_digest or c.old_image_id for s, c in j.changes.items()},
-            new_digests={s: c.new_digest or (c.new_image_id or "") for s, c in j.changes.items()},
-        )
+        tags = tags_for(self.project, j, j.id, plan.unit)
 
         # The journal already lists the datasets and the snapshot names follow from the
         # transaction ID, so it is written once per backend, not once per snapshot (a
@@ -223,18 +218,9 @@ class Transaction:
                 pause_point("between-snapshots")
 
         j.frozen = self.plan.frozen([*j.stopped, *j.paused])
-        if j.frozen:
-            j.save()
-            self.rep.step(f"pausing {', '.join(j.frozen)} for the snapshots (data in several subvolumes)")
-            docker.compose(self.project, ["pause", *j.frozen], extra_files=self.pin_files, capture=True)
-        try:
-            for kind, group in by_backend(datasets).items():
-                self.backends(kind).snapshot(group, tags, on_each=made)
-                j.save()
-        finally:
-            if j.frozen:
-                unpause = ["unpause", *j.frozen]
-                docker.compose(self.project, unpause, extra_files=self.pin_files, check=False, capture=True)
+        snapshot_as_one_moment(
+            self.project, j, datasets, tags, made, self.pin_files, self.rep, self.backends
+        )
         j.step("snapshotted")
         self.rep.step(f"snapshotted {len(j.snapshots)} dataset(s)")
 

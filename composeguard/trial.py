@@ -44,7 +44,8 @@ from composeguard.pins import PinFile
 from composeguard.planner import Plan
 from composeguard.probe import DOCKERD_GONE, probe_services
 from composeguard.report import Reporter, short
-from composeguard.storage.base import Clone, Dataset, Snapshot, SnapshotTags, by_backend
+from composeguard.snapshotting import snapshot_as_one_moment, tags_for
+from composeguard.storage.base import Clone, Dataset, Snapshot
 from composeguard.trial_model import TrialModel, trial_model
 
 log = logging.getLogger("composeguard.trial")
@@ -230,31 +231,15 @@ class Trial:
         datasets = plan.datasets()
         j.step("trial-snapshotting")
         j.frozen = frozen_for_trial(plan)
-        tags = SnapshotTags(
-            txn=t["txn"],
-            project=self.project.name,
-            services=tuple(plan.unit),
-            old_digests={s: c.old_digest or c.old_image_id for s, c in j.changes.items()},
-            new_digests={s: c.new_digest or (c.new_image_id or "") for s, c in j.changes.items()},
-        )
+        tags = tags_for(self.project, j, t["txn"], plan.unit)
 
         def made(snap: Snapshot) -> None:
             t["snapshots"].append(snap.to_json())
 
-        if j.frozen:
-            j.save()
-            self.rep.step(
-                f"pausing {', '.join(j.frozen)} for the trial's snapshots (data in several subvolumes)"
-            )
-            docker.compose(self.project, ["pause", *j.frozen], extra_files=self.pin_files, capture=True)
-        try:
-            for kind, group in by_backend(datasets).items():
-                self.backends(kind).snapshot(group, tags, on_each=made)
-                j.save()
-        finally:
-            if j.frozen:
-                unpause = ["unpause", *j.frozen]
-                docker.compose(self.project, unpause, extra_files=self.pin_files, check=False, capture=True)
+        what = "the trial's snapshots"
+        snapshot_as_one_moment(
+            self.project, j, datasets, tags, made, self.pin_files, self.rep, self.backends, what
+        )
         j.frozen = []
         j.save()
         pause_point("trial-snapshotted")
