@@ -10,6 +10,7 @@ name (the prefix of its messages) and the default timeout of its commands. Stand
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import shutil
 import subprocess
@@ -175,3 +176,17 @@ def quantile(xs: list[float], q: float) -> float:
 def spread(xs: list[float]) -> str:
     """min-max, in seconds."""
     return f"{min(xs):.2f}-{max(xs):.2f}"
+
+
+def get_version(port: int, timeout: float = 1.0) -> str | None:
+    """GET http://127.0.0.1:PORT/version (the lab app): its body, or None on any failure."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/version")
+        r = conn.getresponse()
+        body = r.read().decode(errors="replace").strip()
+        return body if r.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()

@@ -11,7 +11,6 @@ only.
 
 from __future__ import annotations
 
-import http.client
 import statistics
 import threading
 import time
@@ -35,20 +34,9 @@ class OutagePoller(threading.Thread):
         self.outage = 0.0
         self.requests = self.failures = 0
 
-    def ok(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
-        try:
-            conn.request("GET", "/version")
-            r = conn.getresponse()
-            return r.status == 200 and r.read().decode(errors="replace").strip() == "v1"
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
-
     def run(self) -> None:
         while not self.stop_event.is_set():
-            good = self.ok()
+            good = lab.get_version(self.port) == "v1"
             t = time.monotonic()
             self.requests += 1
             if good:

@@ -28,7 +28,6 @@ is removed at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import re
 import secrets
@@ -77,21 +76,9 @@ class Poller(threading.Thread):
         self.old_after_new = False
         self.requests = self.errors = 0
 
-    def get(self) -> str | None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1.0)
-        try:
-            conn.request("GET", "/version")
-            r = conn.getresponse()
-            body = r.read().decode(errors="replace").strip()
-            return body if r.status == 200 else None
-        except (OSError, http.client.HTTPException):
-            return None
-        finally:
-            conn.close()
-
     def run(self) -> None:
         while not self.stop_event.is_set():
-            body = self.get()
+            body = lab.get_version(self.port)
             t = time.monotonic()
             self.requests += 1
             if body == "v1":
