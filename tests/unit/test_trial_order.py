@@ -92,6 +92,14 @@ def trial_start(w: TrialWorld):
 
 SNAP = "snapshot /pool/shop-app"
 CLONE = "clone /pool/shop-app"
+# every trial with a verdict: snapshot, clone, start, probe, take its containers down
+TRIED = [
+    (SNAP, "trial-snapshotting"),
+    (CLONE, "trial-cloning"),
+    ("trial up", "trial-starting"),
+    ("trial probe app", "trial-probing"),
+    ("trial down", "trial-removing"),
+]
 
 
 def test_a_failed_trial_never_stops_the_live_version(tw: TrialWorld) -> None:
@@ -100,11 +108,7 @@ def test_a_failed_trial_never_stops_the_live_version(tw: TrialWorld) -> None:
         txn.run()
     tid = f"{txn.journal.id}-trial"
     assert tw.log == [
-        (SNAP, "trial-snapshotting"),
-        (CLONE, "trial-cloning"),
-        ("trial up", "trial-starting"),
-        ("trial probe app", "trial-probing"),
-        ("trial down", "trial-removing"),
+        *TRIED,
         (f"keep /pool/.snaps/{tid}/trial/x", "trial-removing"),
     ]
     assert not any(cmd.startswith(("stop", "restore", "up")) for cmd, _ in tw.log)
@@ -122,11 +126,7 @@ def test_a_passed_trial_is_removed_before_the_guarded_upgrade(tw: TrialWorld) ->
     assert txn.run() == 0
     tid = f"{txn.journal.id}-trial"
     assert tw.log == [
-        (SNAP, "trial-snapshotting"),
-        (CLONE, "trial-cloning"),
-        ("trial up", "trial-starting"),
-        ("trial probe app", "trial-probing"),
-        ("trial down", "trial-removing"),
+        *TRIED,
         (f"destroy /pool/.snaps/{tid}/trial/x", "trial-removing"),
         (f"destroy /pool/.snaps/{tid}/pre//pool/shop-app", "trial-removing"),
         ("stop app", "quiescing"),
