@@ -190,3 +190,11 @@ def get_version(port: int, timeout: float = 1.0) -> str | None:
         return None
     finally:
         conn.close()
+
+
+def stop_pollers(pollers: list) -> None:
+    """Tell every poller thread to stop (``stop_event``), then wait for each."""
+    for t in pollers:
+        t.stop_event.set()
+    for t in pollers:
+        t.join(timeout=5)

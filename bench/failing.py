@@ -75,10 +75,7 @@ def measure(p, side: str, interval: float) -> dict:
         while any(t.failing_since is not None for t in pollers) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        for t in pollers:
-            t.stop_event.set()
-        for t in pollers:
-            t.join(timeout=5)
+        lab.stop_pollers(pollers)
     if any(t.failing_since is not None for t in pollers):
         raise RuntimeError(f"{side}: a service does not answer v1 again 30 s after the rollback")
     return {

@@ -210,10 +210,7 @@ def measure(p: Project, side: str, interval: float) -> dict:
         while any(t.first_new is None for t in pollers) and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        for t in pollers:
-            t.stop_event.set()
-        for t in pollers:
-            t.join(timeout=5)
+        lab.stop_pollers(pollers)
     downs = [t.downtime() for t in pollers]
     missing = [svc for svc, d in zip(p.services, downs, strict=True) if d is None]
     if missing:
