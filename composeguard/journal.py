@@ -52,6 +52,10 @@ class Journal:
     changes: dict[str, ServiceChange] = field(default_factory=dict)
     unit: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
+    # The changed services whose old containers `up --no-start` is replacing or replaced by
+    # the new version's, created and not started (written before that `up` runs): undoing
+    # the quiesce must bring the old version back for them, never start what is there.
+    replaced: list[str] = field(default_factory=list)
     paused: list[str] = field(default_factory=list)
     # Services around the unit (neighbours, and members that only share its data): stopped
     # with it before the snapshot, kept stopped until the verdict, then started again.

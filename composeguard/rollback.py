@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 from composeguard.compose import docker
@@ -21,6 +22,7 @@ from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BAC
 from composeguard.pins import PinFile
 from composeguard.probe import probe_services
 from composeguard.report import Reporter, mib, short
+from composeguard.state import make_private_dir, write_atomic
 from composeguard.storage.base import Backend, Dataset, Snapshot
 from composeguard.storage.mounts import read_mounts
 from composeguard.storage.pathrestore import cleanup, restore_paths
@@ -29,6 +31,8 @@ from composeguard.upargs import rollback_up_options
 log = logging.getLogger("composeguard.rollback")
 
 Backends = Callable[[str], Backend]  # backend kind ("btrfs", "zfs") -> its backend
+# tmpfs: where the pin overlay (and an abort's old-version file) goes when the state dir is full
+SPARE_DIR = "/run/composeguard"
 
 
 def backends_for(project: Project) -> Backends:
@@ -81,15 +85,23 @@ def abort(
     rep: Reporter,
     backends: Backends | None = None,
 ) -> NoReturn:
-    """Undo a failed quiesce/snapshot: restart what we stopped FIRST (the services must not
-    stay down because a snapshot cannot be destroyed), then drop our partial snapshots."""
+    """Undo a failed quiesce/snapshot: bring back what we stopped FIRST (the services must not
+    stay down because a snapshot cannot be destroyed), then drop our partial snapshots. The
+    changed services whose containers the quiesce replaced (``j.replaced``: the new version's,
+    created, never started) get their old version back on the old images; the rest is
+    started as the very containers that were stopped."""
     reason = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
     # Restart first, write afterwards: the failure may be the journal itself (a full disk).
     if j.paused or j.frozen:
         paused = [*j.paused, *j.frozen]
         docker.compose(project, ["unpause", *paused], extra_files=pin_files, check=False, capture=True)
-    if j.stopped:
-        docker.compose(project, ["start", *j.stopped], extra_files=pin_files, check=False, capture=True)
+    first = [s for s in j.stopped if s not in j.replaced and s not in j.held]
+    if first:  # the dependencies, before the old version that may wait on them
+        docker.compose(project, ["start", *first], extra_files=pin_files, check=False, capture=True)
+    not_back = _old_version_back(project, j, pin_files) if j.replaced else ""
+    held = [s for s in j.stopped if s in j.held and s not in j.replaced]
+    if held and not not_back:
+        docker.compose(project, ["start", *held], extra_files=pin_files, check=False, capture=True)
     j.best_effort = True
     j.step("aborting", reason=reason)
     backends = backends or backends_for(project)
@@ -103,13 +115,44 @@ def abort(
     j.snapshots = [s for s, _ in left]
     if left:
         reason += f"; partial snapshot(s) left for you to delete: {', '.join(s.name for s, _ in left)}"
+    if not_back:
+        j.rollback_error = f"at step 'aborting': {not_back}"
+        j.finish(ROLLBACK_FAILED, reason)
+        raise RollbackFailed(
+            f"{reason}; the old version of {', '.join(j.replaced)} could not be started again "
+            f"({not_back}): it is down, on its untouched data (no snapshot was needed); fix the "
+            f"cause, then run `composeguard recover`"
+        ) from e
     j.finish(ABORTED, reason)
     if isinstance(e, KeyboardInterrupt):
         raise e
     unsaved = f" (the journal could not be written: {j.unsaved})" if j.unsaved else ""
-    raise GuardError(
-        f"{reason}; the stopped services were started again, nothing was changed{unsaved}"
-    ) from e
+    what = "the old version runs again" if j.replaced else "the stopped services were started again"
+    raise GuardError(f"{reason}; {what}, nothing was changed{unsaved}") from e
+
+
+def _old_version_back(project: Project, j: Journal, pin_files: list[str]) -> str:
+    """``up`` the replaced services on their old images (a compose file of their old
+    references after the pins; the new version's containers, never started, are replaced in
+    turn); '' when that worked, else why not (compose's last line)."""
+    import yaml
+
+    doc = {"services": {s: {"image": j.changes[s].old_ref} for s in j.replaced if s in j.changes}}
+    text = "# composeguard: the old version, brought back by an aborted upgrade\n" + yaml.safe_dump(doc)
+    try:
+        path = j.files_dir / "old-version.yaml"
+        write_atomic(path, text)
+    except (OSError, GuardError):  # a full state dir: the old version must come back all the same
+        path = Path(SPARE_DIR) / "projects" / project.name / f"old-version-{j.id}.yaml"
+        make_private_dir(path.parent)
+        write_atomic(path, text)
+    args = ["up", "--detach", "--no-deps", "--pull", "missing", "--no-build",
+            *rollback_up_options(j.up_args, j.replaced, recreate=True), *j.replaced]
+    proc = docker.compose(project, args, extra_files=[*pin_files, str(path)], check=False, capture=True)
+    if proc.returncode == 0:
+        return ""
+    lines = (proc.stderr or "").strip().splitlines()
+    return lines[-1] if lines else f"docker compose up exited with {proc.returncode}"
 
 
 def roll_back(
@@ -234,12 +277,7 @@ def roll_back(
     )
 
 
-SPARE_DIR = "/run/composeguard"  # tmpfs: where the pin overlay goes when the state dir is full
-
-
 def _overlay(pins: PinFile, project: Project) -> list[str]:
-    from pathlib import Path
-
     return pins.applied_file(set(project.services), spare_dir=Path(SPARE_DIR))
 
 
@@ -334,6 +372,8 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
         rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
         j.outcome, j.finished = None, None
+        if len(j.steps) > 1 and j.steps[-2].get("phase") == "aborting":
+            j.phase = "aborting"  # an abort that could not start the old version: abort again
     else:
         rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
     backends = backends_for(project)
@@ -353,6 +393,8 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     if j.phase in _before_snapshots():
         try:
             abort(project, j, pin_files, GuardError("interrupted before the snapshots"), rep, backends)
+        except RollbackFailed:
+            raise  # the old version could not be started again: exit 4, recover once more
         except GuardError as e:
             rep.step(f"recovered: {e}")
         return 0

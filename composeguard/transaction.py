@@ -34,7 +34,7 @@ from composeguard.rollback import (
 from composeguard.snapshotting import snapshot_as_one_moment, tags_for
 from composeguard.storage.base import Snapshot
 from composeguard.trial import TrialCheck
-from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, upgrade_up_args
+from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, replace_up_args, upgrade_up_args
 
 log = logging.getLogger("composeguard.transaction")
 
@@ -180,28 +180,44 @@ class Transaction:
 
     def quiesce(self) -> None:
         """Stop the changing services (and the dependencies set to ``quiesce: stop``), pause
-        those set to ``pause``: the snapshot must see data nobody is writing."""
+        those set to ``pause``: the snapshot must see data nobody is writing.
+
+        The changing services are not stopped by ``docker compose stop`` but replaced by
+        ``up --no-start`` (upargs.replace_up_args): compose creates each new container while
+        the old one still serves, then stops and removes the old one, so creating thirty
+        containers is no longer part of the downtime, and the new version's ``up`` after the
+        snapshots only starts them. The new containers never run before the snapshots;
+        undoing this (abort) brings the old version back for them. Order: what is held
+        around the unit first (it writes into it), then the changing services, then their
+        dependencies (compose's own stop order)."""
         project, plan, j = self.project, self.plan, self.journal
-        to_stop = sorted(plan.changes)
-        to_pause = []
+        changed = sorted(plan.changes)
+        deps, to_pause = [], []
         for s in plan.unit:
             if s in plan.changes:
                 continue
             mode = project.settings.for_service(project.services[s].settings).quiesce
             if mode == "stop":
-                to_stop.append(s)
+                deps.append(s)
             elif mode == "pause":
                 to_pause.append(s)
-        to_stop += [s for s in j.held if s not in to_stop]
+        held = [s for s in j.held if s not in changed and s not in deps]
         to_pause = [s for s in to_pause if s not in j.held]
-        j.stopped, j.paused = to_stop, to_pause
+        j.stopped, j.paused = [*changed, *deps, *held], to_pause
         j.step("quiescing")
         pausing = f"; pausing {', '.join(to_pause)}" if to_pause else ""
-        held = f" (until the upgrade is decided: {', '.join(j.held)})" if j.held else ""
-        self.rep.step(f"stopping {', '.join(to_stop)}{held}{pausing}")
-        docker.compose(project, ["stop", *to_stop], extra_files=self.pin_files, capture=True)
+        until = f" (until the upgrade is decided: {', '.join(j.held)})" if j.held else ""
+        self.rep.step(f"stopping {', '.join(j.stopped)}{until}{pausing}")
+        files = self.pin_files
+        if held:
+            docker.compose(project, ["stop", *held], extra_files=files, capture=True)
+        j.replaced = changed
+        j.save()  # before the old containers go: an abort must know to bring them back
+        docker.compose(project, ["up", *replace_up_args(j.up_args, changed)], extra_files=files)
+        if deps:
+            docker.compose(project, ["stop", *deps], extra_files=files, capture=True)
         if to_pause:
-            docker.compose(project, ["pause", *to_pause], extra_files=self.pin_files, capture=True)
+            docker.compose(project, ["pause", *to_pause], extra_files=files, capture=True)
         pause_point("stopped")
 
     def snapshot(self) -> None:

@@ -138,6 +138,24 @@ def up_tokens(args: list[str]) -> tuple[list[tuple[str, str | None]], list[str]]
     return opts, services
 
 
+def replace_up_args(up_args: list[str], services: list[str]) -> list[str]:
+    """The ``up`` that puts the new version's containers in place of the old ones of
+    ``services`` without starting them (``--no-start``): compose creates each new container
+    while the old one still runs, then stops and removes the old one, service by service, as
+    a plain ``up`` would; the snapshots are taken after it and the new version's own ``up``
+    only starts what is there. Carries over what shapes the containers (``--scale`` of these
+    services, ``-V``), the stop grace (``-t``), ``--quiet-pull`` and the user's ``-y``; the
+    rest is the second ``up``'s (see rollback_up_options for why each is kept)."""
+    opts, _ = up_tokens(up_args)
+    yes = [
+        "--yes" for name, value in opts if name == "--yes" and _flag_on(value)
+    ][:1]
+    return [
+        "--no-start", "--no-deps", "--pull", "missing",
+        *rollback_up_options(up_args, services, recreate=True), *yes, *services,
+    ]
+
+
 def _flag_on(value: str | None) -> bool:
     """A boolean option given as ``--x`` or ``--x=<ParseBool word>``: whether it is set."""
     return value is None or value in TRUE_WORDS

@@ -18,7 +18,7 @@ from composeguard import execute, rollback, state, transaction
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
-from composeguard.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
+from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
 from composeguard.pins import PinFile
 from composeguard.planner import Change
 from composeguard.probe import ProbeResult
@@ -68,10 +68,12 @@ class World:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.log: list[tuple[str, str]] = []
+        self.argvs: list[list[str]] = []  # every compose command, whole (its -f files too)
         self.journal: Journal | None = None
         self.probe_ok = [False]  # successive probe verdicts for app (the last one repeats)
         self.fail_snapshot: BaseException | None = None
         self.fail_up: BaseException | None = None
+        self.old_back_fails = False  # compose refuses to bring the old version back (abort)
         self.fill_disk_at: str | None = None  # "snapshot" or "up": the state dir is full from then on
         self.disk_full = False
         real_write = state._write_atomic
@@ -96,11 +98,15 @@ class World:
         if argv[1:2] == ["compose"]:
             i = next(n for n, a in enumerate(argv) if a in ("stop", "pause", "unpause", "start", "up"))
             self.log.append((" ".join(argv[i:]), self.phase()))
-            if argv[i] == "up" and self.fill_disk_at == "up":
+            self.argvs.append(argv)
+            new_version = argv[i] == "up" and "--no-start" not in argv  # not the quiesce's replace
+            if new_version and self.fill_disk_at == "up":
                 self.fill_disk_at, self.disk_full = None, True
-            if argv[i] == "up" and self.fail_up is not None:  # the first `up` only: the new version
+            if new_version and self.fail_up is not None:  # the first such `up` only
                 e, self.fail_up = self.fail_up, None
                 raise e
+            if self.old_back_fails and " ".join(argv[i:]) == OLD_BACK:
+                return subprocess.CompletedProcess(argv, 1, "", "Error response from daemon: no such image\n")
         elif argv[1:3] == ["container", "ls"]:
             return subprocess.CompletedProcess(argv, 0, "", "")
         return subprocess.CompletedProcess(argv, 0, "[]", "")
@@ -128,6 +134,9 @@ class World:
 
     def destroy(self, name: str) -> None:
         self.log.append((f"destroy {name}", self.phase()))
+
+    def find_snapshot(self, d: Dataset, project: str, txn: str) -> Snapshot | None:
+        return None  # every snapshot made was journaled
 
     def nested(self, d: Dataset) -> list[str]:
         return []
@@ -172,11 +181,22 @@ def start(
 UP = "up --pull missing -d"
 
 
+def last_file(world: World) -> Path:
+    """The last compose file (``-f``) of the last compose command."""
+    argv = world.argvs[-1]
+    return Path([argv[n + 1] for n, a in enumerate(argv) if a in ("-f", "--file")][-1])
+
+# The quiesce: app's new container created in place of the old one, not started.
+REPLACE = "up --no-start --no-deps --pull missing app"
+# Undoing it: the old version of app, on its old image (old-version.yaml), before the snapshots.
+OLD_BACK = "up --detach --no-deps --pull missing --no-build app"
+
+
 def test_commit(world: World) -> None:
     world.probe_ok = [True]
     assert start(world).run() == 0
     assert world.log == [
-        ("stop app", "quiescing"),
+        (REPLACE, "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
         (UP, "starting"),
         ("probe app", "probing"),
@@ -189,7 +209,7 @@ def test_probe_failure_rolls_back_in_order(world: World) -> None:
     with pytest.raises(RolledBack):
         start(world).run()
     assert world.log == [
-        ("stop app", "quiescing"),
+        (REPLACE, "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
         (UP, "starting"),
         ("probe app", "probing"),
@@ -210,7 +230,8 @@ def test_a_neighbour_is_stopped_before_the_snapshot_and_started_after_the_commit
     world.probe_ok = [True]
     assert start(world, around=("worker",)).run() == 0
     assert world.log == [
-        ("stop app worker", "quiescing"),
+        ("stop worker", "quiescing"),
+        (REPLACE, "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
         ("up --pull missing -d app db", "starting"),
         ("probe app", "probing"),
@@ -224,7 +245,8 @@ def test_a_neighbour_stays_stopped_until_the_rollback_has_restored(world: World)
     with pytest.raises(RolledBack):
         start(world, around=("worker",)).run()
     assert world.log == [
-        ("stop app worker", "quiescing"),
+        ("stop worker", "quiescing"),
+        (REPLACE, "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
         ("up --pull missing -d app db", "starting"),
         ("probe app", "probing"),
@@ -255,7 +277,7 @@ def test_a_paused_dependency_runs_again_before_the_new_version_starts(
     world.probe_ok = [True]
     assert start(world, spread=spread, compose=compose).run() == 0
     assert [c for c, _ in world.log] == [
-        "stop app",
+        REPLACE,
         "pause db",
         "snapshot /pool/shop-app",
         "unpause db",
@@ -269,7 +291,8 @@ def test_a_stopped_dependency_runs_again_before_the_new_version_starts(world: Wo
     stopped_db = COMPOSE.replace("image: reg/db:1", "image: reg/db:1\n    x-composeguard: {quiesce: stop}")
     assert start(world, compose=stopped_db).run() == 0
     assert [c for c, _ in world.log] == [
-        "stop app db",
+        REPLACE,
+        "stop db",
         "snapshot /pool/shop-app",
         "start db",
         UP,
@@ -281,15 +304,17 @@ def test_a_failed_snapshot_unpauses_what_was_paused_for_it(world: World) -> None
     world.fail_snapshot = StorageError("the pool is full")
     with pytest.raises(GuardError, match="nothing was changed"):
         start(world, spread=("db",)).run()
-    assert [c for c, _ in world.log][:4] == ["stop app", "pause db", "snapshot /pool/shop-app", "unpause db"]
-    assert [c for c, _ in world.log][-1] == "start app"
+    assert [c for c, _ in world.log][:4] == [REPLACE, "pause db", "snapshot /pool/shop-app", "unpause db"]
+    assert [c for c, _ in world.log][-1] == OLD_BACK
 
 
 def test_a_neighbour_is_started_again_when_the_snapshot_fails(world: World) -> None:
     world.fail_snapshot = StorageError("the pool is full")
     with pytest.raises(GuardError, match="nothing was changed"):
         start(world, around=("worker",)).run()
-    assert [c for c, _ in world.log] == ["stop app worker", "snapshot /pool/shop-app", "start app worker"]
+    assert [c for c, _ in world.log] == [
+        "stop worker", REPLACE, "snapshot /pool/shop-app", OLD_BACK, "start worker"
+    ], "the neighbour is started after the old version it may write into"
 
 
 def test_snapshot_failure_restarts_what_was_stopped_and_changes_nothing(world: World) -> None:
@@ -297,10 +322,11 @@ def test_snapshot_failure_restarts_what_was_stopped_and_changes_nothing(world: W
     with pytest.raises(GuardError, match="the pool is full.*nothing was changed"):
         start(world).run()
     assert world.log == [
-        ("stop app", "quiescing"),
+        (REPLACE, "quiescing"),
         ("snapshot /pool/shop-app", "quiescing"),
-        ("start app", "quiescing"),  # restarted before anything is written (the disk may be full)
+        (OLD_BACK, "quiescing"),  # back before anything is written (the disk may be full)
     ]
+    assert f"image: {OLD}" in last_file(world).read_text(), "the old version comes back on its old digest"
     assert Journal.load("shop", world.journal.id).outcome == ABORTED
     assert PinFile("shop").pins == {}
 
@@ -310,7 +336,7 @@ def test_an_interruption_rolls_back_without_a_verdict(world: World) -> None:
     world.probe_ok = [True]
     with pytest.raises(RolledBack, match="interrupted"):
         start(world).run()
-    assert [c for c, _ in world.log][:4] == ["stop app", "snapshot /pool/shop-app", UP, "stop app db"]
+    assert [c for c, _ in world.log][:4] == [REPLACE, "snapshot /pool/shop-app", UP, "stop app db"]
     j = Journal.load("shop", world.journal.id)
     assert j.outcome == ROLLED_BACK and not j.judged_bad
     pin = PinFile("shop").pins["app"]
@@ -328,7 +354,7 @@ def test_a_full_disk_after_the_snapshots_still_ends_on_the_old_version(world: Wo
         start(world).run()
     ran = [c for c, _ in world.log]
     assert ran == [
-        "stop app",
+        REPLACE,
         "snapshot /pool/shop-app",
         UP,
         "probe app",
@@ -371,4 +397,27 @@ def test_a_journal_that_cannot_be_written_still_restarts_the_stopped(world: Worl
     world.fail_snapshot = StorageError("the pool is full")
     with pytest.raises(GuardError, match="nothing was changed.*journal could not be written"):
         start(world).run()
-    assert [c for c, _ in world.log] == ["stop app", "snapshot /pool/shop-app", "start app"]
+    assert [c for c, _ in world.log] == [REPLACE, "snapshot /pool/shop-app", OLD_BACK]
+    assert last_file(world).is_relative_to(world.spare), "a full state dir: the old version's file is in /run"
+
+
+def test_an_old_version_that_cannot_come_back_is_exit_4_and_recover_tries_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quiesce replaced app's container, the snapshot failed, and compose cannot start the
+    old version again: app is down (on untouched data), which is a human's business (exit 4),
+    the neighbour is not started into it, and `recover` brings the old version back later."""
+    world.fail_snapshot = StorageError("the pool is full")
+    world.old_back_fails = True
+    txn = start(world, around=("worker",))
+    with pytest.raises(RollbackFailed, match="old version of app could not be started again.*no such image"):
+        txn.run()
+    assert [c for c, _ in world.log] == ["stop worker", REPLACE, "snapshot /pool/shop-app", OLD_BACK]
+    j = Journal.load("shop", txn.journal.id)
+    assert j.outcome == ROLLBACK_FAILED and "no such image" in j.rollback_error
+
+    world.old_back_fails, world.log = False, []
+    monkeypatch.setattr(rollback, "backends_for", lambda project: lambda kind: world)
+    assert rollback.finish_interrupted(txn.project, j, Reporter(quiet=True)) == 0  # type: ignore[arg-type]
+    assert [c for c, _ in world.log] == [OLD_BACK, "start worker"]
+    assert Journal.load("shop", txn.journal.id).outcome == ABORTED

@@ -22,7 +22,16 @@ from composeguard.probe import ProbeResult
 from composeguard.storage.base import Clone, Dataset, Snapshot
 from composeguard.trial import TrialCheck
 from composeguard.trial_model import TrialModel
-from tests.unit.test_transaction_order import NEW, OLD, UP, StubPlan, World, start, world  # noqa: F401
+from tests.unit.test_transaction_order import (  # noqa: F401
+    NEW,
+    OLD,
+    REPLACE,
+    UP,
+    StubPlan,
+    World,
+    start,
+    world,
+)
 
 
 @dataclass
@@ -129,7 +138,7 @@ def test_a_passed_trial_is_removed_before_the_guarded_upgrade(tw: TrialWorld) ->
         *TRIED,
         (f"destroy /pool/.snaps/{tid}/trial/x", "trial-removing"),
         (f"destroy /pool/.snaps/{tid}/pre//pool/shop-app", "trial-removing"),
-        ("stop app", "quiescing"),
+        (REPLACE, "quiescing"),
         (SNAP, "quiescing"),
         (UP, "starting"),
         ("probe app", "probing"),
@@ -147,7 +156,7 @@ def test_a_trial_without_a_verdict_is_no_reason_to_pin(tw: TrialWorld) -> None:
     assert txn.run() == 0
     j = Journal.load("shop", txn.journal.id)
     assert j.trial["verdict"] == "none" and j.outcome == COMMITTED
-    assert ("stop app", "quiescing") in tw.log
+    assert (REPLACE, "quiescing") in tw.log
 
 
 def test_an_explicit_trial_that_cannot_run_changes_nothing(tw: TrialWorld) -> None:
