@@ -94,10 +94,17 @@ def run(
 
 
 def find_composeguard(given: str | None) -> str:
+    """The composeguard to time; the checkout's bytecode compiled first, as pip and pipx
+    compile an installed package's (a session with PYTHONDONTWRITEBYTECODE=1, as lab/test.sh
+    sets, would otherwise compile forty modules from source at every start: 0.2 s or more)."""
+    import compileall
+
     try:
-        return composeguard_binary(given)
+        found = composeguard_binary(given)
     except LookupError as e:
         fail(f"{e}; pass --composeguard PATH")
+    compileall.compile_dir(str(ROOT / "composeguard"), quiet=1)
+    return found
 
 
 # -- the lab ---------------------------------------------------------------------------------

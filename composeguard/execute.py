@@ -57,3 +57,30 @@ def run(
         if check:
             raise CommandError(argv, proc.returncode, proc.stderr or "")
     return proc
+
+
+class Background:
+    """A captured command started now and read later (``result``) or stopped unread
+    (``cancel``): compose's check of the ``up`` arguments runs while the images are pulled."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        self.argv = [str(a) for a in args]
+        log.debug("start: %s", shlex.join(self.argv))
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
+                self.argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        except FileNotFoundError as e:
+            raise CommandError(self.argv, 127, str(e), f"{self.argv[0]} is not installed") from e
+
+    def result(self) -> subprocess.CompletedProcess[str]:
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            log.debug("exit %d: %s", self.proc.returncode, (err or "").strip()[-2000:])
+        return subprocess.CompletedProcess(self.argv, self.proc.returncode, out, err)
+
+    def cancel(self) -> None:
+        """Stop it if it still runs (its answer is not needed); nothing when it was read."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            self.proc.communicate()

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from composeguard import execute
 from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
 from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
@@ -183,6 +184,14 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     _not_an_upgrade(project, req, applied)
     if req.command == "update" and is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE):
         return _dry_run_update(project, req, applied, rep)
+    with docker.inspect_once():  # the plan reads the same containers three times
+        planned = _plan(project, req, rep, pins)
+    return planned if isinstance(planned, int) else planned.run()
+
+
+def _plan(project: Project, req: UpRequest, rep: Reporter, pins: PinFile) -> int | Transaction:
+    """Everything before the transaction: the pull, what changes, the storage, the checks;
+    an exit code when there is nothing to guard, else the Transaction to run."""
     scope = scope_of(project, req.services, req.no_deps)
     running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]
@@ -195,6 +204,34 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         _pull(project, with_images, [], rep, quiet=True)
         pins = pins.without(_lift_pins(project, pins, running, rep))
     pin_files = pins.applied_file(set(project.services))
+    # compose checks the user's `up` arguments before anything is stopped: a typo must not
+    # stop, snapshot and roll back a healthy project (and pin a good image as bad). With a
+    # pull it checks them meanwhile (the pull waits on the registry, not on the CPU).
+    dry = _check_up_args(project, req, pin_files) if req.pull and req.command != "update" else None
+    try:
+        return _pull_and_plan(project, req, rep, pins, pin_files, scope, running, with_images, dry)
+    finally:
+        if dry is not None:
+            dry.cancel()
+
+
+def _check_up_args(project: Project, req: UpRequest, pin_files: list[str]) -> execute.Background:
+    """``docker compose --dry-run up`` of the user's arguments, started now, read later."""
+    args = ["--dry-run", "up", *upgrade_up_args(req.up_args)]
+    return execute.Background(execute.compose_command(*project.compose_args(pin_files), *args))
+
+
+def _pull_and_plan(
+    project: Project,
+    req: UpRequest,
+    rep: Reporter,
+    pins: PinFile,
+    pin_files: list[str],
+    scope: list[str],
+    running: dict,
+    with_images: list[str],
+    dry: execute.Background | None,
+) -> int | Transaction:
     if req.pull and req.command != "update":
         _pull(project, with_images, pin_files, rep)
     elif req.command != "update":
@@ -215,18 +252,10 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
         log.info("no service changes its image: plain docker compose up")
         base = project.compose_args(pin_files) if pin_files else req.global_args
         raise ExecInstead([*base, "up", *req.up_args])
-    # compose checks the user's `up` arguments before anything is stopped: a typo must not
-    # stop, snapshot and roll back a healthy project (and pin a good image as bad).
-    dry = docker.compose(
-        project,
-        ["--dry-run", "up", *upgrade_up_args(req.up_args)],
-        extra_files=pin_files,
-        capture=True,
-        check=False,
-    )
-    if dry.returncode != 0:
+    checked = (dry or _check_up_args(project, req, pin_files)).result()
+    if checked.returncode != 0:
         raise ConfigError(
-            f"docker compose up refused the arguments: {last_line(dry.stderr, '?')}; nothing was changed"
+            f"docker compose up refused the arguments: {last_line(checked.stderr, '?')}; nothing was changed"
         )
     plan = Plan(project, scope, running, changes)
     map_storage(plan)
@@ -269,7 +298,7 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     run_vetoes(project, sorted(plan.changes), pin_files, rep)  # the last word before anything changes
     tx = Transaction(project, plan, pin_files, req.command, req.up_args, rep, backends)
     tx.trial = trial if trial.runs else None
-    return tx.run()
+    return tx
 
 
 def _held_back(project: Project, changes: dict, req: UpRequest, rep: Reporter) -> dict:

@@ -31,7 +31,7 @@ from composeguard.clock import SYSTEM, Clock, Instant
 from composeguard.compose.docker import (
     DaemonUnreachable,
     inspect_containers,
-    project_containers,
+    project_container_ids,
     wait_for_daemon,
 )
 from composeguard.dockercli import docker_binary
@@ -324,12 +324,10 @@ def probe_services(
     project's own (the trial run's: probed with the real project's settings)."""
     if not wait_for_daemon(max(project.settings.timeout, 60)):
         return [ProbeResult(s, False, DOCKERD_GONE, 0.0) for s in services]
-    containers = [c for c in project_containers(containers_of or project.name) if c.service in services]
-    targets = [
-        (c.service, c.id, project.settings.for_service(project.services[c.service].settings))
-        for c in containers
-    ]
-    missing = [s for s in services if s not in {c.service for c in containers}]
+    listed = project_container_ids(containers_of or project.name)
+    containers = [(cid, s) for cid, s in listed if s in services]
+    targets = [(s, cid, project.settings.for_service(project.services[s].settings)) for cid, s in containers]
+    missing = [s for s in services if s not in {s for _, s in containers}]
     rep.step(f"probing {', '.join(services)}")
     results = probe_all(targets, one_shot_services(project), since=since, clock=clock)
     results += [ProbeResult(s, False, "no container", 0.0) for s in missing]

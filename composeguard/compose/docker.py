@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +75,36 @@ class RunningContainer:
     mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
+# While a plan is made (preflight.py), container ID -> its inspect: the plan reads the same
+# containers three times (what runs, their mounts, who else uses a dataset), and one batched
+# inspect of thirty containers takes most of a second on a busy host. None: no reuse.
+_seen: dict[str, dict[str, Any]] | None = None
+
+
+@contextmanager
+def inspect_once() -> Iterator[None]:
+    """Within this block a container is inspected once: later reads of it get that first
+    inspect (the project's lock keeps its own containers as they are; ``docker ps`` still
+    runs every time, so a container made meanwhile is seen)."""
+    global _seen
+    _seen = {}
+    try:
+        yield
+    finally:
+        _seen = None
+
+
 def _inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
     """``docker KIND inspect REF…`` in ONE process; objects that do not exist are left out."""
+    if kind == "container" and _seen is not None:
+        seen = _seen
+        fresh = _inspect_now(kind, [r for r in refs if r not in seen])
+        seen.update({d.get("Id", ""): d for d in fresh})
+        return [seen[r] for r in refs if r in seen]
+    return _inspect_now(kind, refs)
+
+
+def _inspect_now(kind: str, refs: list[str]) -> list[dict[str, Any]]:
     if not refs:
         return []
     proc = execute.run([docker_binary(), kind, "inspect", *refs], check=False)
@@ -164,6 +194,28 @@ def project_containers(project: str) -> list[RunningContainer]:
             )
         )
     return [c for c in out if not c.oneoff and c.service]
+
+
+def project_container_ids(project: str) -> list[tuple[str, str]]:
+    """(container ID, service) of every container compose made for ``project``, one-off runs
+    excluded, from ONE ``docker ps`` (no inspect): what the probe needs to know which
+    containers to watch, while thirty just-started containers are cheap to list."""
+    fmt = '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.oneoff"}}'
+    proc = execute.run(
+        [docker_binary(), "container", "ls", "-a", "--no-trunc", "--format", fmt,
+         "--filter", f"label=com.docker.compose.project={project}"],
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        if daemon_unreachable(proc.stderr):
+            raise DaemonUnreachable("dockerd does not answer")
+        raise GuardError(f"docker: container ls failed: {last_line(proc.stderr, str(proc.returncode))}")
+    out = []
+    for line in proc.stdout.splitlines():
+        cid, service, oneoff = ([*line.split(" "), "", ""])[:3]
+        if cid and service and oneoff != "True":
+            out.append((cid, service))
+    return out
 
 
 class DaemonUnreachable(GuardError):
@@ -326,7 +378,16 @@ def all_container_uses() -> list[ContainerUse]:
 
 
 def data_root() -> str:
-    """Docker's data-root (``DockerRootDir``): named volumes and image layers live there."""
+    """Docker's data-root (``DockerRootDir``): named volumes and image layers live there.
+    While a plan is made, read off a container inspected already (dockerd keeps each
+    container's ``hosts`` file at ``<data-root>/containers/<ID>/hosts``, remapped roots
+    included) rather than ``docker info``, which gathers everything else too (half a second
+    on a busy host)."""
+    for d in (_seen or {}).values():
+        hosts, cid = str(d.get("HostsPath") or ""), str(d.get("Id") or "")
+        suffix = f"/containers/{cid}/hosts"
+        if cid and hosts.endswith(suffix) and os.path.isabs(hosts) and len(hosts) > len(suffix):
+            return hosts[: -len(suffix)]
     proc = execute.run([docker_binary(), "info", "--format", "{{.DockerRootDir}}"], check=False)
     if proc.returncode != 0:
         if daemon_unreachable(proc.stderr):
