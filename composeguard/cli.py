@@ -12,6 +12,7 @@ import os
 import click
 
 from composeguard import __version__
+from composeguard.passthrough import exec_compose
 
 log = logging.getLogger("composeguard")
 
@@ -103,8 +104,6 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
     if "-h" in args or "--help" in args:
         click.echo(UP_HELP)
         click.echo("The options of `docker compose up` follow.\n")
-        from composeguard.entry import exec_compose
-
         exec_compose([*_globals(ctx), "up", "--help"])
     from composeguard.preflight import UpRequest, guarded_up
     from composeguard.upargs import parse_up_args

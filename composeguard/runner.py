@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from composeguard.cli import main
-from composeguard.entry import GUARDED_COMMANDS, split_global_options
 from composeguard.errors import ExitCode, GuardError
+from composeguard.passthrough import GUARDED_COMMANDS, exec_compose, split_global_options
 from composeguard.pinned import CREATES_CONTAINERS
 
 
@@ -51,8 +51,6 @@ def run(args: list[str]) -> None:
             argv, prog_name="composeguard", obj={"globals": global_options}, standalone_mode=False
         )
     except ExecInstead as e:
-        from composeguard.entry import exec_compose
-
         exec_compose(e.args_)
         return
     except GuardError as e:

@@ -26,7 +26,6 @@ import subprocess
 from collections.abc import Iterable
 from typing import Any
 
-from composeguard.storage.treecopy import FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_NOCOW_FL
 from composeguard.storage.treediff import (  # noqa: F401 (the tests import them from here)
     MiB,
     data_map,
@@ -35,6 +34,7 @@ from composeguard.storage.treediff import (  # noqa: F401 (the tests import them
     snapshot_tree,
     tree_differences,
 )
+from composeguard.storage.treemeta import FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_NOCOW_FL
 
 
 def assert_same_tree(a: dict[bytes, dict[str, Any]], b: dict[bytes, dict[str, Any]], *,

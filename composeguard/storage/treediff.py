@@ -18,7 +18,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from composeguard.storage.treecopy import FS_IOC_GETFLAGS, FS_NOCOW_FL
+from composeguard.storage.treemeta import FS_IOC_GETFLAGS, FS_NOCOW_FL
 
 MiB = 1 << 20
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from composeguard import entry
-from composeguard.entry import GUARDED_COMMANDS, main, split_global_options, wants_help
+from composeguard.entry import main, wants_help
+from composeguard.passthrough import GUARDED_COMMANDS, split_global_options
 
 
 class Execed(Exception):

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from composeguard.errors import StorageError
-from composeguard.storage import treecopy
-from composeguard.storage.treecopy import CopyStats, TreeCopyError, copy_tree, remove_tree, tree_usage
+from composeguard.storage import treewalk as treecopy  # treecopy.FICLONE: the ioctl the copy clones with
+from composeguard.storage.treecopy import copy_tree, remove_tree, tree_usage
+from composeguard.storage.treemeta import TreeCopyError
+from composeguard.storage.treewalk import CopyStats
 from tests.treecompare import (
     ACL_GROUP,
     ACL_GROUP_OBJ,
