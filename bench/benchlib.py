@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -205,3 +206,19 @@ def stop_pollers(pollers: list) -> None:
         t.stop_event.set()
     for t in pollers:
         t.join(timeout=5)
+
+
+def timed_guarded_up(
+    cg: str, cwd: Path, env: dict[str, str], expect: int, who: str
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """``composeguard up -d --pull always`` in ``cwd``, timed (seconds); RuntimeError naming
+    ``who`` unless it exits ``expect`` (0: upgraded, 3: rolled back)."""
+    t0 = time.perf_counter()
+    proc = run([cg, "up", "-d", "--pull", "always"], cwd=cwd, env=env, check=False)
+    total = time.perf_counter() - t0
+    if proc.returncode != expect:
+        raise RuntimeError(
+            f"{who}: composeguard up exited {proc.returncode}, expected {expect}:\n"
+            + proc.stderr.strip()[-3000:]
+        )
+    return proc, total

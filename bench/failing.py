@@ -64,13 +64,7 @@ def measure(p, side: str, interval: float) -> dict:
             if not t.first_ok.wait(30):
                 raise RuntimeError("the v1 services do not answer on their ports")
         p.publish(BAD, keep_local=lab.REGISTRY + "/lab/app:v1")
-        t0 = time.perf_counter()
-        proc = lab.run([p.cg, "up", "-d", "--pull", "always"], cwd=p.dir, env=env, check=False)
-        total = time.perf_counter() - t0
-        if proc.returncode != 3:
-            raise RuntimeError(
-                f"{side}: composeguard up exited {proc.returncode}, not 3:\n{proc.stderr[-3000:]}"
-            )
+        proc, total = lab.timed_guarded_up(p.cg, p.dir, env, 3, side)
         deadline = time.monotonic() + 30  # after exit 3 v1 answers again (at once, with the trial)
         while any(t.failing_since is not None for t in pollers) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -182,14 +182,7 @@ class Project:
         self.publish(BAD, keep_local=GOOD)
         self.check_plan(env)
         before = self.data_state()
-        t0 = time.perf_counter()
-        proc = lab.run([self.cg, "up", "-d", "--pull", "always"], cwd=self.dir, env=env, check=False)
-        total = time.perf_counter() - t0
-        if proc.returncode != 3:
-            raise RuntimeError(
-                f"{self.name}: composeguard up exited {proc.returncode}, expected 3 "
-                f"(rolled back):\n{proc.stderr.strip()[-3000:]}"
-            )
+        proc, total = lab.timed_guarded_up(self.cg, self.dir, env, 3, f"{self.name} (to be rolled back)")
         failed = healthy = restored = None
         msgs = []
         for line in proc.stderr.splitlines():

@@ -199,11 +199,7 @@ def measure(p: Project, side: str, interval: float) -> dict:
             p.compose("up", "-d", "--wait", "--wait-timeout", "120")
             steps = {}
         else:
-            proc = lab.run([p.cg, "up", "-d", "--pull", "always"], cwd=p.dir, env=env, check=False)
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"composeguard up exited {proc.returncode}:\n{proc.stderr.strip()[-3000:]}"
-                )
+            proc, _ = lab.timed_guarded_up(p.cg, p.dir, env, 0, "guarded")
             steps = phase_times(proc.stderr)
         total = time.perf_counter() - t0
         deadline = time.monotonic() + 15
