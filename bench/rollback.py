@@ -158,7 +158,7 @@ def main() -> int:
         if mounted:
             pool.pool_down()
         lab.fail(
-            f"the bench pool {lab.POOL} has {human(free)} free, the bench needs about "
+            f"the bench pool {pool.POOL} has {human(free)} free, the bench needs about "
             f"{human(need)}: pass --remove-pool once (it is made again with --pool-size) or "
             "a smaller --big"
         )
@@ -210,7 +210,7 @@ def main() -> int:
     method = next(p.method for p in projects if p.shared)  # Btrfs: reflink; ZFS: clone or copy
     if pool.STORAGE == "zfs":
         version = lab.run(["zfs", "version"], check=False).stdout.split()[:1]  # zfs-2.1.11-1+deb12u1
-        where = f"ZFS pool {pool.ZFS_POOL} at {lab.POOL} ({' '.join(version)})"
+        where = f"ZFS pool {pool.ZFS_POOL} at {pool.POOL} ({' '.join(version)})"
         unit, whole = "dataset", "clone + promote + rename"
     else:
         where, unit, whole = f"Btrfs on a loop image ({pool.POOL_IMG})", "subvolume", "snapshot + rename"

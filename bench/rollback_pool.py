@@ -83,7 +83,7 @@ def pool_down() -> None:
         lab.run(["btrfs", "filesystem", "sync", str(POOL)], check=False)
         proc = lab.run(["umount", str(POOL)], check=False)
         if proc.returncode != 0:
-            lab.note(f"warning: could not unmount {lab.POOL}: {proc.stderr.strip()}")
+            lab.note(f"warning: could not unmount {POOL}: {proc.stderr.strip()}")
 
 
 def zfs_clear(dataset: str, *, itself: bool = False) -> None:
