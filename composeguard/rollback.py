@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project
-from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
+from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError, last_line
 from composeguard.faults import pause_point
 from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
 from composeguard.pins import PinFile
@@ -149,10 +149,8 @@ def _old_version_back(project: Project, j: Journal, pin_files: list[str]) -> str
     args = ["up", "--detach", "--no-deps", "--pull", "missing", "--no-build",
             *rollback_up_options(j.up_args, j.replaced, recreate=True), *j.replaced]
     proc = docker.compose(project, args, extra_files=[*pin_files, str(path)], check=False, capture=True)
-    if proc.returncode == 0:
-        return ""
-    lines = (proc.stderr or "").strip().splitlines()
-    return lines[-1] if lines else f"docker compose up exited with {proc.returncode}"
+    failed = f"docker compose up exited with {proc.returncode}"
+    return "" if proc.returncode == 0 else last_line(proc.stderr, failed)
 
 
 def roll_back(
