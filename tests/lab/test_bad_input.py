@@ -75,6 +75,13 @@ def state_files(state: Path) -> dict[str, str]:
     return out
 
 
+def repository(ref: str) -> str:
+    """``host:port/name`` of ``host:port/name:tag`` or ``host:port/name@sha256:…``."""
+    name = ref.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
 def observe(p: LabProject, data_dirs: list[Path]) -> World:
     label = f"label=com.docker.compose.project={p.name}"
     ids = run(["docker", "ps", "-aq", "--no-trunc", "--filter", label], check=True).stdout.split()
@@ -84,7 +91,10 @@ def observe(p: LabProject, data_dirs: list[Path]) -> World:
         st = info["State"]
         containers[info["Id"]] = (info["Image"], st["StartedAt"], st["Status"])
         img = json.loads(run(["docker", "image", "inspect", info["Image"]], check=True).stdout)[0]
-        digests += img.get("RepoDigests") or []
+        # The digest in the container's own repository: an image other tests pulled into
+        # theirs (the lab runs tests side by side) lists their repositories too.
+        repo = repository(info["Config"]["Image"])
+        digests += [d for d in img.get("RepoDigests") or [] if d.split("@", 1)[0] == repo]
     listing = run(["btrfs", "subvolume", "list", str(POOL)], check=True).stdout
     subvols = sorted(ln.split(" path ", 1)[1] for ln in listing.splitlines() if p.name in ln)
     root = p.snapshot_root()

@@ -12,7 +12,8 @@ import pytest
 
 from tests.lab.labproject import LAB, LabProject, composeguard_bin, one_line, run, tree
 
-pytestmark = pytest.mark.lab
+# Restarting dockerd stops every other test's containers: these run alone (lab/test.sh).
+pytestmark = [pytest.mark.lab, pytest.mark.serial]
 ROOT = Path(__file__).resolve().parents[2]
 
 
