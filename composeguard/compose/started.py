@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from composeguard.compose.docker import containers_labelled
-from composeguard.trial_model import TRIAL_LABEL
+from composeguard.upgrade.trial_model import TRIAL_LABEL
 
 PREFIX = "com.docker.compose."
 

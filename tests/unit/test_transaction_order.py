@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from composeguard import execute, rollback, state, transaction
+from composeguard import execute, state
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
-from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.planner import Change
-from composeguard.probe import ProbeResult
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter
 from composeguard.storage.base import Dataset, Snapshot
+from composeguard.upgrade import rollback, transaction
+from composeguard.upgrade.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
+from composeguard.upgrade.planner import Change
+from composeguard.upgrade.probe import ProbeResult
 
 COMPOSE = """
 name: shop

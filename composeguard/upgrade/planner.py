@@ -12,13 +12,13 @@ from typing import Any
 from composeguard.compose import docker
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
-from composeguard.pins import PinFile
-from composeguard.policy import what_changed
-from composeguard.restorecheck import copy_size
+from composeguard.pins.pinfile import PinFile
 from composeguard.storage.base import Dataset
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
 from composeguard.storage.usage import DatasetUse, analyse, is_inside
-from composeguard.unit import dependencies_of, neighbours, rollback_unit
+from composeguard.upgrade.policy import what_changed
+from composeguard.upgrade.restorecheck import copy_size
+from composeguard.upgrade.unit import dependencies_of, neighbours, rollback_unit
 
 
 @dataclass
@@ -107,7 +107,7 @@ class Plan:
         out = [c for u in self.usage.values() for c in u.conflicts]
         mounting = self.mounting_restores()
         if mounting:
-            from composeguard.mountns import namespace_problem
+            from composeguard.storage.mountns import namespace_problem
 
             problem = namespace_problem(f"a rollback of {mounting[0]} (a whole ZFS dataset)")
             if problem:

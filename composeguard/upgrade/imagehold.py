@@ -21,7 +21,7 @@ from composeguard import execute
 from composeguard.compose import docker
 from composeguard.dockercli import docker_binary
 from composeguard.errors import GuardError, last_line
-from composeguard.journal import Journal
+from composeguard.upgrade.journal import Journal
 
 log = logging.getLogger("composeguard.imagehold")
 

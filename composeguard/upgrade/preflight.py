@@ -14,24 +14,24 @@ from typing import Any
 from composeguard import execute
 from composeguard.compose import docker
 from composeguard.compose.project import Project, resolve
-from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
-from composeguard.errors import ConfigError, GuardError, StorageError, last_line
-from composeguard.lock import project_lock
-from composeguard.pins import PinFile
-from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
-from composeguard.policy import hold_back, run_vetoes, tell_waiting
-from composeguard.report import Reporter, mib, short
-from composeguard.rollback import backends_for, refuse_if_unfinished
-from composeguard.storage.base import by_backend
-from composeguard.transaction import Transaction
-from composeguard.trial import check_trial
-from composeguard.upargs import (
+from composeguard.compose.upargs import (
     UP_OPTIONS_WITH_VALUE,
     dry_run_options,
     is_dry_run,
     parse_up_args,
     upgrade_up_args,
 )
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
+from composeguard.errors import ConfigError, GuardError, StorageError, last_line
+from composeguard.lock import project_lock
+from composeguard.pins.pinfile import PinFile
+from composeguard.report import Reporter, mib, short
+from composeguard.storage.base import by_backend
+from composeguard.upgrade.planner import Plan, detect_changes, map_storage, record_running, scope_of
+from composeguard.upgrade.policy import hold_back, run_vetoes, tell_waiting
+from composeguard.upgrade.rollback import backends_for, refuse_if_unfinished
+from composeguard.upgrade.transaction import Transaction
+from composeguard.upgrade.trial import check_trial
 
 log = logging.getLogger("composeguard.preflight")
 
@@ -312,7 +312,7 @@ def _held_back(project: Project, changes: dict, req: UpRequest, rep: Reporter) -
         for s, c in sorted(held.available.items())
     ]
     if held.fresh:
-        from composeguard.notify import notify_available
+        from composeguard.upgrade.notify import notify_available
 
         notify_available(project, {s: held.available[s] for s in held.fresh})
     return held.install

@@ -39,14 +39,14 @@ from composeguard.compose import docker
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, GuardError, RolledBack, StorageError, last_line
 from composeguard.faults import pause_point
-from composeguard.journal import ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.planner import Plan
-from composeguard.probe import DOCKERD_GONE, probe_services
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, short
-from composeguard.snapshotting import snapshot_as_one_moment, tags_for
 from composeguard.storage.base import Clone, Dataset, Snapshot
-from composeguard.trial_model import TrialModel, trial_model
+from composeguard.upgrade.journal import ROLLED_BACK, Journal
+from composeguard.upgrade.planner import Plan
+from composeguard.upgrade.probe import DOCKERD_GONE, probe_services
+from composeguard.upgrade.snapshotting import snapshot_as_one_moment, tags_for
+from composeguard.upgrade.trial_model import TrialModel, trial_model
 
 log = logging.getLogger("composeguard.trial")
 
@@ -106,7 +106,7 @@ def check_trial(plan: Plan, flag: bool = False) -> TrialCheck:
     check.refusals = list(model.refusals)
     mounting = [d.name for d in datasets if d.backend == "zfs" or d.root]
     if mounting:
-        from composeguard.mountns import namespace_problem
+        from composeguard.storage.mountns import namespace_problem
 
         problem = namespace_problem(f"a trial (it mounts a clone of {mounting[0]})")
         if problem:
@@ -198,7 +198,7 @@ class Trial:
             self.clone()
             failures, judged = self.start_and_probe()
         except BaseException as e:  # noqa: BLE001 - Ctrl-C included: the trial is undone
-            from composeguard.rollback import abort
+            from composeguard.upgrade.rollback import abort
 
             abort(self.project, j, self.pin_files, e, self.rep, self.backends)
         if failures and judged:
@@ -446,7 +446,7 @@ def finish_failed_trial(project: Project, j: Journal, rep: Reporter, backends: A
         j.unsaved = j.unsaved or f"{pins.path}: {getattr(e, 'strerror', None) or e}"
     j.step("pinned")
     j.finish(ROLLED_BACK, j.reason)
-    from composeguard.rollback import apply_retention
+    from composeguard.upgrade.rollback import apply_retention
 
     apply_retention(project, rep, backends)
     kept = ", ".join(j.failed_states) or "(no data)"

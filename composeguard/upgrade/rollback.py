@@ -16,17 +16,17 @@ from typing import NoReturn
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project
+from composeguard.compose.upargs import rollback_up_options
 from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError, last_line
 from composeguard.faults import pause_point
-from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.probe import probe_services
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, mib, short
 from composeguard.state import make_private_dir, write_atomic
 from composeguard.storage.base import Backend, Dataset, Snapshot
 from composeguard.storage.mounts import read_mounts
 from composeguard.storage.pathrestore import cleanup, restore_paths
-from composeguard.upargs import rollback_up_options
+from composeguard.upgrade.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
+from composeguard.upgrade.probe import probe_services
 
 log = logging.getLogger("composeguard.rollback")
 
@@ -106,7 +106,7 @@ def abort(
     j.step("aborting", reason=reason)
     backends = backends or backends_for(project)
     if j.trial:
-        from composeguard.trial import remove_trial
+        from composeguard.upgrade.trial import remove_trial
 
         remove_trial(j, rep, backends)
     left = destroy_snapshots(backends, list(j.snapshots))
@@ -167,7 +167,7 @@ def roll_back(
     try:
         if not docker.wait_for_daemon(120):
             raise GuardError("dockerd does not answer")
-        from composeguard.restorecheck import recheck_restores
+        from composeguard.upgrade.restorecheck import recheck_restores
 
         for line in recheck_restores(j, backend):  # who uses each dataset now (before the stop)
             rep.step(line)
@@ -323,7 +323,7 @@ def _release(j: Journal, backend: Backends, rep: Reporter, names: list[str], fai
 
 
 def _release_images(j: Journal, rep: Reporter) -> None:
-    from composeguard.imagehold import release_images
+    from composeguard.upgrade.imagehold import release_images
 
     problem = release_images(j.project, j.id)
     if problem:
@@ -337,14 +337,14 @@ def check_restore_mounts(j: Journal) -> None:
         s.dataset.name for s in j.snapshots if s.dataset.backend == "zfs" and s.dataset.name not in j.restores
     ]
     if whole:
-        from composeguard.mountns import check_dockerd_namespace
+        from composeguard.storage.mountns import check_dockerd_namespace
 
         check_dockerd_namespace(f"the rollback of {j.id} ({whole[0]}, a whole ZFS dataset)")
 
 
 def _before_snapshots() -> tuple[str, ...]:
     """The phases in which nothing of the live version has changed: the trial's too."""
-    from composeguard.trial import TRIAL_PHASES
+    from composeguard.upgrade.trial import TRIAL_PHASES
 
     return ("started", "recorded", "quiescing", "aborting", *TRIAL_PHASES)
 
@@ -380,7 +380,7 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     if j.trial.get("verdict") == "failed" and j.trial.get("state") != "removed" and not j.snapshots_released:
         # killed after the trial's verdict: finish it (pin, keep its clones); the live
         # version was never stopped
-        from composeguard.trial import finish_failed_trial
+        from composeguard.upgrade.trial import finish_failed_trial
 
         if j.phase in (*_before_snapshots(), "pinned"):
             try:
