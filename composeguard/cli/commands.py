@@ -184,12 +184,8 @@ def unpin_command(project: str, service: str) -> None:
 
 
 def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
-    from composeguard.upgrade.rollback import (
-        backends_for,
-        check_restore_mounts,
-        refuse_if_unfinished,
-        roll_back,
-    )
+    from composeguard.storage.resolve import backends_for
+    from composeguard.upgrade.rollback import check_restore_mounts, refuse_if_unfinished, roll_back
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
@@ -238,7 +234,7 @@ def _notify(project: Project, j: Journal) -> None:
 
 def recover_command(project: Project, rep: Reporter) -> int:
     """Bring an interrupted transaction to one of the two allowed ends."""
-    from composeguard.upgrade.rollback import finish_interrupted
+    from composeguard.upgrade.recover import finish_interrupted
 
     with project_lock(project.name):
         j = Journal.unfinished(project.name)

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 
 from composeguard.compose.docker import containers_labelled
-from composeguard.upgrade.trial_model import TRIAL_LABEL
 
 PREFIX = "com.docker.compose."
+TRIAL_LABEL = "io.composeguard.trial"  # on the containers of a trial run (upgrade/trial_model.py)
 
 
 @dataclass

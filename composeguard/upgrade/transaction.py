@@ -21,18 +21,13 @@ from composeguard.faults import pause_point
 from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, short
 from composeguard.storage.base import Snapshot
+from composeguard.storage.resolve import Backends, backends_for
 from composeguard.upgrade.journal import COMMITTED, Journal, ServiceChange
 from composeguard.upgrade.planner import Plan
 from composeguard.upgrade.probe import DOCKERD_GONE, probe_services
 from composeguard.upgrade.restorecheck import paths_record
-from composeguard.upgrade.rollback import (
-    Backends,
-    abort,
-    apply_retention,
-    backends_for,
-    describe_restore,
-    roll_back,
-)
+from composeguard.upgrade.retention import apply_retention
+from composeguard.upgrade.rollback import abort, describe_restore, roll_back
 from composeguard.upgrade.snapshotting import snapshot_as_one_moment, tags_for
 from composeguard.upgrade.trial import TrialCheck
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from composeguard.compose.started import TRIAL_LABEL
 from composeguard.storage.resolve import HOST_CONFIG
 
-TRIAL_LABEL = "io.composeguard.trial"
 TRIAL_NETWORK = "default"
 
 # Dropped from every trial service, and why:
