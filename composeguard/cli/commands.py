@@ -16,14 +16,8 @@ from composeguard.upgrade.journal import COMMITTED, Journal
 
 
 def plan_command(project: Project, services: list[str], as_json: bool) -> None:
-    from composeguard.upgrade.planner import (
-        Plan,
-        detect_changes,
-        map_storage,
-        record_running,
-        registry_digests,
-        scope_of,
-    )
+    from composeguard.upgrade.plan_storage import map_storage
+    from composeguard.upgrade.planner import Plan, detect_changes, record_running, registry_digests, scope_of
 
     pins = PinFile(project.name)
     scope = scope_of(project, services)

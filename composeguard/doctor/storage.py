@@ -16,7 +16,8 @@ from composeguard.report import mib, size_text
 from composeguard.storage.base import Dataset
 from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO
 from composeguard.storage.resolve import Protected, ServiceStorage, StorageMapper
-from composeguard.upgrade.planner import Plan, classify_datasets, outside_writers
+from composeguard.upgrade.plan_storage import classify_datasets, outside_writers
+from composeguard.upgrade.planner import Plan
 
 AREA = "storage"
 

@@ -28,7 +28,8 @@ from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, mib, short
 from composeguard.storage.base import by_backend
 from composeguard.storage.resolve import backends_for
-from composeguard.upgrade.planner import Plan, detect_changes, map_storage, record_running, scope_of
+from composeguard.upgrade.plan_storage import map_storage
+from composeguard.upgrade.planner import Plan, detect_changes, record_running, scope_of
 from composeguard.upgrade.policy import hold_back, run_vetoes, tell_waiting
 from composeguard.upgrade.rollback import refuse_if_unfinished
 from composeguard.upgrade.transaction import Transaction
