@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
 from composeguard.pins.pinfile import PinFile
@@ -168,14 +168,14 @@ def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> l
 def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
     """What runs now, read before any pull: image ID and repo digest per service."""
     running: dict[str, Running] = {}
-    images: dict[str, docker.ImageInfo | None] = {}  # twenty services often share one image
+    images: dict[str, images.ImageInfo | None] = {}  # twenty services often share one image
     for c in docker.project_containers(project.name):
         if c.service not in scope:
             continue
         r = running.get(c.service)
         if r is None:
             if c.image_id not in images:
-                images[c.image_id] = docker.image_info(c.image_id)
+                images[c.image_id] = images.image_info(c.image_id)
             info = images[c.image_id]
             digest = info.digest_for(c.image_ref) if info else None
             running[c.service] = Running(c.service, [c.id], c.image_id, digest)
@@ -197,12 +197,12 @@ def detect_changes(
     """Services whose container would run another image. ``remote`` maps service -> the
     registry's current repo digest (for ``plan``); otherwise local images are compared."""
     changes: dict[str, Change] = {}
-    images: dict[str, docker.ImageInfo | None] = {}
-    new_info: dict[str, docker.ImageInfo | None] = {}
+    images: dict[str, images.ImageInfo | None] = {}
+    new_info: dict[str, images.ImageInfo | None] = {}
 
-    def image(ref: str) -> docker.ImageInfo | None:
+    def image(ref: str) -> images.ImageInfo | None:
         if ref not in images:
-            images[ref] = docker.image_info(ref)
+            images[ref] = images.image_info(ref)
         return images[ref]
 
     for svc, r in running.items():
@@ -223,7 +223,7 @@ def detect_changes(
         changes[svc].new_created = info.created if info else ""
         new_info[svc] = info
     # what changed: the old images' labels, all of them in one inspect
-    old = docker.images_by_id([c.old_image_id for c in changes.values()])
+    old = images.images_by_id([c.old_image_id for c in changes.values()])
     for svc, c in changes.items():
         c.labels = what_changed(old.get(c.old_image_id), new_info[svc])
     return changes
@@ -247,5 +247,5 @@ def registry_digests(project: Project) -> dict[str, str]:
     for svc, raw in (model.get("services") or {}).items():
         img = (raw or {}).get("image") or ""
         if "@" in img:
-            out[svc] = docker.repository(img) + "@" + img.split("@", 1)[1]
+            out[svc] = images.repository(img) + "@" + img.split("@", 1)[1]
     return out

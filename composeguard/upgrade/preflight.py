@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composeguard import execute
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project, resolve
 from composeguard.compose.upargs import (
     UP_OPTIONS_WITH_VALUE,
@@ -102,7 +102,7 @@ def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) ->
     for svc, pin in pins.pins.items():
         if svc not in running or not project.services.get(svc) or not project.services[svc].image:
             continue
-        info = docker.image_info(project.services[svc].image or "")
+        info = images.image_info(project.services[svc].image or "")
         if info is None:
             continue
         digest = info.digest_for(project.services[svc].image or "") or info.id
@@ -241,7 +241,7 @@ def _pull_and_plan(
             s
             for s in with_images
             if s in running
-            and docker.image_info(pins.image_for(s) or project.services[s].image or "") is None
+            and images.image_info(pins.image_for(s) or project.services[s].image or "") is None
         ]
         _pull(project, missing, pin_files, rep)
     changes = detect_changes(project, pins, running)

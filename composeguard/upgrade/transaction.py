@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project
 from composeguard.compose.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, replace_up_args, upgrade_up_args
 from composeguard.faults import pause_point
@@ -38,8 +38,8 @@ def old_ref(change_digest: str | None, image_id: str, new_ref: str, txn: str) ->
     """What a pin runs: the old repo digest, or (a local build) a composeguard tag on the ID."""
     if change_digest:
         return change_digest
-    tag = f"{docker.repository(new_ref)}:composeguard-{txn.lower()}"
-    docker.tag_image(image_id, tag)
+    tag = f"{images.repository(new_ref)}:composeguard-{txn.lower()}"
+    images.tag_image(image_id, tag)
     return tag
 
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from composeguard import execute
-from composeguard.compose.docker import ImageInfo
+from composeguard.compose.images import ImageInfo
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import ConfigError, ExitCode
