@@ -11,7 +11,7 @@ import pytest
 from composeguard.compose.upargs import is_dry_run
 from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
 from composeguard.storage import mountns
-from composeguard.storage import zfs as zfs_mod
+from composeguard.storage import zfs_tools as zfs_mod
 from composeguard.upgrade import journal as journal_mod
 from composeguard.upgrade.journal import Journal
 
