@@ -4,7 +4,7 @@ Everything composeguard does not guard is handed to ``docker compose`` by replac
 process (``execvp``), so stdin/stdout/stderr, the TTY, signals and the exit code are compose's
 own. Only the standard library's ``os`` and ``sys`` are imported on that path; click, yaml and
 the rest of composeguard are loaded only for the guard's own commands. The split of the command
-line and the exec itself are ``passthrough.py``, shared with ``runner.py`` and ``cli.py``.
+line and the exec itself are ``passthrough.py``, shared with ``cli/runner.py`` and ``cli/app.py``.
 """
 
 from __future__ import annotations

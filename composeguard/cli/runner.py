@@ -1,6 +1,6 @@
 """How one of composeguard's own commands runs: logging, SIGTERM as Ctrl-C, and every way it
 can end turned into one ``composeguard:`` line and an exit code from the README's table
-(``--debug`` adds the traceback). ``entry.py`` calls :func:`run`; the commands are ``cli.py``."""
+(``--debug`` adds the traceback). ``entry.py`` calls :func:`run`; the commands are ``app.py``."""
 
 from __future__ import annotations
 

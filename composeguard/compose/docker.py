@@ -39,7 +39,7 @@ class RunningContainer:
     mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
-# While a plan is made (preflight.py), container ID -> its inspect: the plan reads the same
+# While a plan is made (upgrade/preflight.py), container ID -> its inspect: the plan reads the same
 # containers three times (what runs, their mounts, who else uses a dataset), and one batched
 # inspect of thirty containers takes most of a second on a busy host. None: no reuse.
 _seen: dict[str, dict[str, Any]] | None = None

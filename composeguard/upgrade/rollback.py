@@ -273,7 +273,7 @@ def _overlay(pins: PinFile, project: Project) -> list[str]:
 
 def check_restore_mounts(j: Journal) -> None:
     """Before a rollback from the journal (``rollback``, ``recover``) changes anything: a whole
-    ZFS restore mounts, so it must run in dockerd's mount namespace (mountns.py)."""
+    ZFS restore mounts, so it must run in dockerd's mount namespace (storage/mountns.py)."""
     whole = [
         s.dataset.name for s in j.snapshots if s.dataset.backend == "zfs" and s.dataset.name not in j.restores
     ]
