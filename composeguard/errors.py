@@ -1,6 +1,6 @@
 """Exit codes (the contract's table) and the typed errors that carry them to the CLI edge.
 
-Library code raises these; only ``cli.py`` turns them into a process exit.
+Library code raises these; only ``cli/runner.py`` turns them into a process exit.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ DIR_POINTS = (
     "dir-swapped",  # the first path (or entry) is swapped in; the others not yet
 )
 
-# Steps of a trial run (trial.py): the live version has not been stopped at any of them.
+# Steps of a trial run (upgrade/trial.py): the live version has not been stopped at any of them.
 TRIAL_POINTS = (
     "trial-snapshotted",  # the trial's snapshots exist, no clone yet
     "trial-cloned",  # the clones exist and the trial's compose file is written, nothing started

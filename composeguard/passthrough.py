@@ -1,6 +1,6 @@
 """The command line's two halves and the hand-over to compose: what the exec-fast entry point
-(``entry.py``), the guarded commands' runner (``runner.py``) and the click commands
-(``cli.py``) share. Which commands composeguard guards, where compose's global options end
+(``entry.py``), the guarded commands' runner (``cli/runner.py``) and the click commands
+(``cli/app.py``) share. Which commands composeguard guards, where compose's global options end
 and the command begins, and replacing this process with ``docker compose``. A leaf: the
 standard library and ``dockercli`` only, so the passthrough path stays cheap.
 """

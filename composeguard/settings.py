@@ -220,7 +220,7 @@ class ServiceSettings:
     unprotected: str | None = None
     update: bool | str | None = None  # true, false or "notify"
     min_age: float | None = None  # seconds a new digest waits before `update` installs it
-    before: tuple[str, ...] | None = None  # a veto run in the container (policy.py)
+    before: tuple[str, ...] | None = None  # a veto run in the container (upgrade/policy.py)
     before_host: tuple[str, ...] | None = None  # a veto run on the host
 
     @classmethod
@@ -243,9 +243,9 @@ class ProjectSettings:
     notify: tuple[str, ...] = ()  # Apprise URLs (needs the apprise extra)
     keep_rollbacks: int = 3  # rolled-back (or aborted) ones whose snapshots and failed state are kept
     # Try the new version on clones of the data, beside the live one, before stopping anything
-    # (trial.py); COMPOSEGUARD_TRIAL=1 or `update --trial` ask for it explicitly.
+    # (upgrade/trial.py); COMPOSEGUARD_TRIAL=1 or `update --trial` ask for it explicitly.
     trial: bool = False
-    min_age: float = 0.0  # seconds a new digest waits before `update` installs it (policy.py)
+    min_age: float = 0.0  # seconds a new digest waits before `update` installs it (upgrade/policy.py)
     before_host: tuple[str, ...] = ()  # a veto run on the host before every upgrade
 
     @classmethod

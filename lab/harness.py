@@ -132,7 +132,7 @@ def remove_project(name: str, project_dir: Path, files: list[str] | None, volume
                 run(["docker", kind, "rm", *rm, *ids], check=False)
         except RuntimeError:
             pass
-    try:  # composeguard's image holds (imagehold.py), labelled io.composeguard.hold=NAME/TXN
+    try:  # composeguard's image holds (upgrade/imagehold.py), labelled io.composeguard.hold=NAME/TXN
         out = run(["docker", "container", "ls", "-a", "--filter", "label=io.composeguard.hold",
                    "--format", '{{.ID}} {{.Label "io.composeguard.hold"}}'], check=False).stdout
         held = [cid for cid, _, owner in (ln.partition(" ") for ln in out.splitlines())

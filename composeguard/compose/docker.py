@@ -4,6 +4,7 @@ Reads are batched: one ``docker container inspect`` for all of a project's conta
 each image is inspected once per step. (python-on-whales, used at first,
 re-runs ``docker inspect`` for every attribute read older than 10 ms, which made ``plan`` on
 100 services take 5 s.) Every command goes through ``execute.run`` and is logged at debug level.
+What a local image is, and its references: images.py.
 """
 
 from __future__ import annotations
@@ -24,43 +25,6 @@ from composeguard.errors import CommandError, GuardError, last_line
 log = logging.getLogger("composeguard.docker")
 
 
-def repository(ref: str) -> str:
-    """'reg:5000/a/b:tag@sha256:x' -> 'reg:5000/a/b' (no tag, no digest)."""
-    name = ref.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    return name[:colon] if colon > slash else name
-
-
-def normalize_repository(repo: str) -> str:
-    """Docker's short names: 'nginx' == 'docker.io/library/nginx'."""
-    parts = repo.split("/")
-    if parts[0] in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        parts = parts[1:]
-    elif len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
-        return repo  # another registry: names are taken as they are
-    if len(parts) == 1:
-        parts = ["library", *parts]
-    return "docker.io/" + "/".join(parts)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    id: str
-    repo_digests: tuple[str, ...]
-    repo_tags: tuple[str, ...]
-    created: str = ""  # when the image was built, as its config says (RFC 3339)
-    labels: tuple[tuple[str, str], ...] = ()  # Config.Labels
-
-    def digest_for(self, ref: str) -> str | None:
-        """The repo digest (``repo@sha256:…``) of this image in the repository of ``ref``."""
-        want = normalize_repository(repository(ref))
-        for rd in self.repo_digests:
-            if normalize_repository(repository(rd)) == want:
-                return rd
-        return None
-
-
 @dataclass(frozen=True)
 class RunningContainer:
     id: str
@@ -75,7 +39,7 @@ class RunningContainer:
     mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
-# While a plan is made (preflight.py), container ID -> its inspect: the plan reads the same
+# While a plan is made (upgrade/preflight.py), container ID -> its inspect: the plan reads the same
 # containers three times (what runs, their mounts, who else uses a dataset), and one batched
 # inspect of thirty containers takes most of a second on a busy host. None: no reuse.
 _seen: dict[str, dict[str, Any]] | None = None
@@ -94,7 +58,7 @@ def inspect_once() -> Iterator[None]:
         _seen = None
 
 
-def _inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
+def batched_inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
     """``docker KIND inspect REF…`` in ONE process; objects that do not exist are left out."""
     if kind == "container" and _seen is not None:
         seen = _seen
@@ -117,36 +81,6 @@ def _inspect_now(kind: str, refs: list[str]) -> list[dict[str, Any]]:
     return data if isinstance(data, list) else []
 
 
-def _image(d: dict[str, Any]) -> ImageInfo:
-    labels = (d.get("Config") or {}).get("Labels") or {}
-    return ImageInfo(
-        id=d["Id"],
-        repo_digests=tuple(d.get("RepoDigests") or ()),
-        repo_tags=tuple(d.get("RepoTags") or ()),
-        created=str(d.get("Created") or ""),
-        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-    )
-
-
-def image_info(ref: str) -> ImageInfo | None:
-    """Inspect a local image by reference or ID; None when it is not present."""
-    found = _inspect("image", [ref])
-    return _image(found[0]) if found else None
-
-
-def images_by_id(image_ids: list[str]) -> dict[str, ImageInfo]:
-    """Local images by ID, in one batched inspect (those not present are left out)."""
-    return {d["Id"]: _image(d) for d in _inspect("image", sorted(set(image_ids)))}
-
-
-def image_volumes(image_ids: list[str]) -> dict[str, list[str]]:
-    """The VOLUME paths each image declares (one batched inspect), by image ID."""
-    return {
-        d["Id"]: sorted((d.get("Config") or {}).get("Volumes") or {})
-        for d in _inspect("image", sorted(set(image_ids)))
-    }
-
-
 def _container_ids(*filters: str) -> list[str]:
     """IDs of every container (running or not) matching ``filters``: one ``docker ps -a``."""
     proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc", *filters], check=False)
@@ -159,7 +93,7 @@ def _container_ids(*filters: str) -> list[str]:
 
 def containers_labelled(label: str) -> list[dict[str, Any]]:
     """The raw inspect of every container (running or not) that carries ``label``."""
-    return _inspect("container", _container_ids("--filter", f"label={label}"))
+    return batched_inspect("container", _container_ids("--filter", f"label={label}"))
 
 
 def _identity(d: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
@@ -230,7 +164,7 @@ def daemon_unreachable(stderr: str) -> bool:
 def inspect_containers(ids: list[str]) -> list[dict[str, Any]]:
     """The raw ``docker inspect`` of these containers in one process (fresh every call; used
     by the probes); missing ones are left out; DaemonUnreachable when dockerd does not answer."""
-    return _inspect("container", ids)
+    return batched_inspect("container", ids)
 
 
 def wait_for_daemon(timeout: float) -> bool:
@@ -327,10 +261,6 @@ def save_logs(container_id: str, path: str) -> None:
         log.warning("could not save the logs of %s: %s", container_id, e)
 
 
-def tag_image(image_id: str, ref: str) -> None:
-    execute.run([docker_binary(), "image", "tag", image_id, ref])
-
-
 @dataclass(frozen=True)
 class ContainerUse:
     """One container on the host (any project or none) and the host paths it mounts."""
@@ -352,13 +282,13 @@ def all_container_uses() -> list[ContainerUse]:
     """Every container on the host, running or stopped, with the host paths it mounts: one
     ``docker ps -a`` and one batched inspect. Used to find who else keeps data in a dataset."""
     out = []
-    containers = _inspect("container", _container_ids())
+    containers = batched_inspect("container", _container_ids())
     # A local volume made with -o o=bind -o device=DIR shows its _data path in a container's
     # Mounts, but its data is DIR: one batched volume inspect says where each one really is.
     names = sorted({str(m["Name"]) for d in containers for m in d.get("Mounts") or []
                     if m.get("Type") == "volume" and m.get("Name")})
     devices = {}
-    for v in _inspect("volume", names):
+    for v in batched_inspect("volume", names):
         opts = v.get("Options") or {}
         if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
             devices[v.get("Name")] = str(opts["device"])

@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field
 
 from composeguard.compose.docker import containers_labelled
-from composeguard.trial_model import TRIAL_LABEL
 
 PREFIX = "com.docker.compose."
+TRIAL_LABEL = "io.composeguard.trial"  # on the containers of a trial run (upgrade/trial_model.py)
 
 
 @dataclass
@@ -51,7 +51,7 @@ def split_paths(label: str) -> list[str] | None:
     return found[0] if len(found) == 1 else None
 
 
-PIN_OVERLAY = "pins.applied.yaml"  # composeguard's own override file (pins.py), always the last -f
+PIN_OVERLAY = "pins.applied.yaml"  # composeguard's own override file (pins/pinfile.py), always the last -f
 PIN_HEADER = "# composeguard pins for project "
 
 
@@ -137,7 +137,7 @@ def host_projects() -> list[StartedProject]:
         labels = (c.get("Config") or {}).get("Labels") or {}
         name = labels.get(PREFIX + "project")
         if TRIAL_LABEL in labels:
-            continue  # a trial run's copy of a project (trial.py): never a project to update
+            continue  # a trial run's copy of a project (upgrade/trial.py): never a project to update
         if name:
             by_project.setdefault(name, []).append(c)
     return [started_project(name, cs) for name, cs in sorted(by_project.items())]

@@ -16,8 +16,8 @@ from composeguard.doctor.host import HostFacts, Selection, gather_facts
 from composeguard.doctor.networks import check_name_resolution, check_networks
 from composeguard.doctor.state import check_state
 from composeguard.doctor.storage import check_storage
-from composeguard.planner import scope_of
 from composeguard.storage.resolve import StorageMapper
+from composeguard.upgrade.planner import scope_of
 
 
 def check_host(project: Project, facts: HostFacts, services: Selection = None) -> list[Finding]:

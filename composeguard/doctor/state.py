@@ -4,8 +4,8 @@ transaction, pins and the digests they quarantine, the snapshots retention keeps
 from __future__ import annotations
 
 from composeguard.doctor.findings import Finding
-from composeguard.journal import COMMITTED, ROLLBACK_FAILED, Journal
-from composeguard.pins import PinFile
+from composeguard.pins.pinfile import PinFile
+from composeguard.upgrade.journal import COMMITTED, ROLLBACK_FAILED, Journal
 
 AREA = "state"
 

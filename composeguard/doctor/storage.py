@@ -12,11 +12,12 @@ from composeguard.compose.project import Project
 from composeguard.doctor.findings import Finding
 from composeguard.doctor.workload import Recommendation, recommend
 from composeguard.errors import StorageError
-from composeguard.planner import Plan, classify_datasets, outside_writers
 from composeguard.report import mib, size_text
 from composeguard.storage.base import Dataset
-from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO
+from composeguard.storage.btrfs_subvolume import SUBVOLUME_ROOT_INO
 from composeguard.storage.resolve import Protected, ServiceStorage, StorageMapper
+from composeguard.upgrade.plan_storage import classify_datasets, outside_writers
+from composeguard.upgrade.planner import Plan
 
 AREA = "storage"
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from composeguard.compose.docker import repository
+from composeguard.compose.images import repository
 
 K = 1 << 10
 M = 1 << 20

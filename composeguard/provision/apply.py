@@ -12,13 +12,13 @@ from composeguard.compose.project import Project
 from composeguard.dockercli import docker_binary
 from composeguard.errors import ConfigError, GuardError
 from composeguard.faults import pause_point
-from composeguard.journal import COMMITTED, ROLLED_BACK, Journal
 from composeguard.provision.plan import ASIDE_INFIX, Move, ProvisionPlan
 from composeguard.report import Reporter, mib
 from composeguard.storage import newdataset, safedir
 from composeguard.storage.pathrestore import copy_dir_metadata
 from composeguard.storage.treecopy import copy_entries, remove_tree
 from composeguard.storage.treediff import snapshot_tree, tree_differences
+from composeguard.upgrade.journal import COMMITTED, ROLLED_BACK, Journal
 
 
 def apply(project: Project, plan: ProvisionPlan, rep: Reporter, keep_old: bool) -> int:

@@ -122,7 +122,7 @@ def _check(plan: ProvisionPlan, mapper: StorageMapper) -> None:
                 f"{m.path}: the copy needs {mib(m.size)}, {m.parent.name} has {mib(free)} free"
             )
         if m.parent.backend == "zfs":
-            from composeguard.mountns import namespace_problem
+            from composeguard.storage.mountns import namespace_problem
 
             problem = namespace_problem(f"provisioning {m.path} (a new ZFS dataset)")
             if problem:

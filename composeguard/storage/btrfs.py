@@ -6,16 +6,17 @@ so at every instant the path holds either the failed state or the restored one. 
 state is then moved next to the pre-upgrade snapshot and made read-only: nothing the new
 version wrote is destroyed. Each step checks where it stands first, so a restore interrupted
 by a crash can simply be run again.
+
+The rest of the backend: subvolumes by ioctl and the root-only folders (btrfs_subvolume.py), the
+directory-level restore's part (btrfs_paths.py) and the trial's clones (btrfs_clone.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import stat
-import struct
 import urllib.parse
 from pathlib import Path
 
@@ -24,83 +25,26 @@ from composeguard.errors import CommandError, ConfigError, StorageError, last_li
 from composeguard.settings import parse_size_or_percent
 from composeguard.state import write_atomic
 from composeguard.storage import safedir
-from composeguard.storage.base import Clone, Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, Unprotected
+from composeguard.storage.btrfs_clone import BtrfsClones
+from composeguard.storage.btrfs_paths import BtrfsPathRestore
+from composeguard.storage.btrfs_subvolume import (
+    SUBVOLUME_ROOT_INO,
+    check_private,
+    destroy_at,
+    private_dirs,
+    snapshot_at,
+    subvolume_info,
+)
 from composeguard.storage.mounts import Mount, mount_for, read_mounts
-from composeguard.storage.probecopy import OLD_KERNEL, clone_probe, restore_target_dir
 
 log = logging.getLogger("composeguard.btrfs")
 
-SUBVOLUME_ROOT_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of every subvolume
 TAGS_FILE = "composeguard.json"
 TOP_BASE = "/run/composeguard/btrfs"  # top-level mounts of filesystems with subvol= data
 
 
-# linux/btrfs.h: struct btrfs_ioctl_vol_args_v2 (fd, transid, flags, 4 x u64, name[4040]) and
-# struct btrfs_ioctl_vol_args (fd, name[4088]) are both 4096 bytes.
-BTRFS_IOC_SNAP_CREATE_V2 = 0x50009417  # _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
-BTRFS_IOC_SNAP_DESTROY = 0x5000940F  # _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
-BTRFS_IOC_SUBVOL_CREATE = 0x5000940E  # _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
-
-
-def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
-    """A writable snapshot of the subvolume ``source`` made as ``name`` in the directory
-    ``dir_fd``, by ioctl: the new name is made in that very directory and never through a
-    link (EEXIST when anything has the name), unlike ``btrfs subvolume snapshot SRC PATH``,
-    which would put the snapshot INSIDE a folder or link planted at PATH."""
-    bname = os.fsencode(name)
-    if not bname or b"/" in bname or len(bname) > 4039:
-        raise StorageError(f"cannot make {where}: bad name")
-    src_fd = safedir.open_dir(source)
-    try:
-        args = bytearray(4096)
-        struct.pack_into("=q", args, 0, src_fd)
-        args[56 : 56 + len(bname)] = bname
-        log.debug("ioctl BTRFS_IOC_SNAP_CREATE_V2 %s -> %s", source, where)
-        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
-    except OSError as e:
-        raise StorageError(f"cannot copy the snapshot {source} to {where}: {e.strerror}") from e
-    finally:
-        os.close(src_fd)
-
-
-def _vol_args_ioctl(dir_fd: int, request: int, name: str, failing: str) -> None:
-    """An ioctl taking struct btrfs_ioctl_vol_args (the name of an entry of ``dir_fd``)."""
-    bname = os.fsencode(name)
-    if not bname or b"/" in bname or len(bname) > 4087:
-        raise StorageError(f"{failing}: bad name")
-    args = bytearray(4096)
-    args[8 : 8 + len(bname)] = bname
-    log.debug("ioctl 0x%x %s", request, failing)
-    try:
-        fcntl.ioctl(dir_fd, request, args)
-    except OSError as e:
-        raise StorageError(f"{failing}: {e.strerror}") from e
-
-
-def destroy_at(dir_fd: int, name: str, where: str) -> None:
-    """Delete the subvolume ``name`` of the directory ``dir_fd`` (looked up there, never
-    through a link)."""
-    _vol_args_ioctl(dir_fd, BTRFS_IOC_SNAP_DESTROY, name, f"cannot delete {where}")
-
-
-def create_at(dir_fd: int, name: str, where: str) -> None:
-    """Create the empty subvolume ``name`` in the directory ``dir_fd`` (EEXIST when anything
-    has the name; never through a link)."""
-    _vol_args_ioctl(dir_fd, BTRFS_IOC_SUBVOL_CREATE, name, f"cannot create the subvolume {where}")
-
-
-def subvolume_info(path: str) -> dict[str, str]:
-    """Fields of ``btrfs subvolume show`` (UUID, Parent UUID, Subvolume ID, Flags …)."""
-    out = execute.run(["btrfs", "subvolume", "show", path]).stdout
-    info: dict[str, str] = {}
-    for line in out.splitlines()[1:]:
-        key, sep, value = line.strip().partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
-
-
-class BtrfsBackend:
+class BtrfsBackend(BtrfsPathRestore, BtrfsClones):
     kind = "btrfs"
 
     def __init__(self, mounts: list[Mount], snapshot_dir: str = ".composeguard-snapshots") -> None:
@@ -148,7 +92,7 @@ class BtrfsBackend:
         top = os.path.join(TOP_BASE, urllib.parse.quote(source, safe=""))
         if not any(m.mountpoint == top and m.fstype == "btrfs" for m in self.mounts):
             if not any(m.mountpoint == top and m.fstype == "btrfs" for m in read_mounts()):
-                _private_dirs(Path(top), Path(TOP_BASE).parent)
+                private_dirs(Path(top), Path(TOP_BASE).parent)
                 try:
                     execute.run(["mount", "-t", "btrfs", "-o", "subvolid=5", source, top])
                 except CommandError as e:
@@ -195,50 +139,6 @@ class BtrfsBackend:
             self._listing[m.mountpoint] = entries
         return self._listing[m.mountpoint]
 
-    # -- directory-level restore (storage/pathrestore.py) ----------------------------------
-    def copy_method(self, d: Dataset) -> str:
-        return "reflink"  # FICLONE: metadata only, the data is shared with the snapshot
-
-    def prove_copy(self, d: Dataset, paths: list[str], method: str) -> tuple[str, str]:
-        """Reflink a probe file from where the snapshot will be read (the snapshot folder, or
-        the mount it will be made in) into each folder the restore writes: across two mounts
-        (a ``subvol=`` mount restored from the top level) Linux before 5.18 says EXDEV."""
-        self._ensure(d.name)
-        src = self.snapshot_base(d)
-        while not src.is_dir() and src != src.parent:
-            src = src.parent
-        for dst in sorted({restore_target_dir(p, d.files_at) for p in paths}):
-            why = clone_probe(str(src), dst, exdev_hint=OLD_KERNEL)
-            if why:
-                return "copy", f"a reflink from {src} to {dst} failed ({why}): a byte copy instead"
-        return method, f"reflinked a probe file from {src} to each folder the restore writes"
-
-    def free_bytes(self, d: Dataset) -> int:
-        st = os.statvfs(d.files_at)
-        return st.f_bavail * st.f_frsize
-
-    def snapshot_path(self, snapshot: Snapshot, path: str) -> str:
-        self._ensure(snapshot.name)
-        return os.path.join(snapshot.name, os.path.relpath(path, snapshot.dataset.files_at))
-
-    def snapshot_failed(self, d: Dataset, project: str, txn: str) -> tuple[str, str]:
-        """The failed state of a shared subvolume, kept read-only where a whole restore would
-        keep it (``<txn>/failed/<subvolume>``)."""
-        self._ensure(d.name)
-        target = self.txn_dir(d, project, txn) / "failed" / self._rel(d)
-        if not self._is_subvolume(target):
-            _private_dirs(target.parent, self.snapshot_base(d))
-            try:
-                execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
-            except CommandError as e:
-                raise StorageError(
-                    f"cannot snapshot the failed state of {d.name}: {last_line(e.stderr)}"
-                ) from e
-        return str(target), str(target)
-
-    def done_reading(self, snapshot: Snapshot) -> None:
-        """Nothing to release: a Btrfs snapshot is a directory."""
-
     @staticmethod
     def _is_subvolume(p: Path) -> bool:
         try:
@@ -264,7 +164,7 @@ class BtrfsBackend:
         (checked before anything stops)."""
         for d in datasets:
             try:
-                _check_private(self.txn_dir(d, project, "check"), self.snapshot_base(d))
+                check_private(self.txn_dir(d, project, "check"), self.snapshot_base(d))
                 self._check_same_fs(self.txn_dir(d, project, "check"), d)
             except StorageError as e:
                 raise ConfigError(f"{e} (x-composeguard.btrfs_snapshot_dir); nothing was changed") from e
@@ -291,7 +191,7 @@ class BtrfsBackend:
             tdir = self.txn_dir(d, tags.project, tags.txn)
             target = tdir / "pre" / self._rel(d)
             self._check_same_fs(tdir, d)
-            _private_dirs(target.parent, self.snapshot_base(d))
+            private_dirs(target.parent, self.snapshot_base(d))
             self._write_tags(tdir, tags)
             if not target.exists():
                 try:
@@ -399,64 +299,13 @@ class BtrfsBackend:
             return False
 
     def _keep_failed(self, pfd: int, sname: str, staging: Path, failed: Path, txn_dir: Path) -> None:
-        _private_dirs(failed.parent, txn_dir.parent.parent)
+        private_dirs(failed.parent, txn_dir.parent.parent)
         ffd = safedir.open_dir(str(failed.parent))
         try:
             safedir.rename(pfd, sname, ffd, failed.name, f"{staging} to {failed}")
         finally:
             os.close(ffd)
         execute.run(["btrfs", "property", "set", "-ts", str(failed), "ro", "true"])
-
-    # -- trial runs ------------------------------------------------------------------------
-    def clone(self, snapshots: list[Snapshot], txn: str) -> list[Clone]:
-        """A writable snapshot of each read-only one, at ``<txn dir>/trial/<subvolume>`` next to
-        its ``pre/`` (the same filesystem: O(1), and in the folder only root can change). Made
-        by ioctl through a descriptor of its parent folder, like ``restore()``: the exact name
-        is made there or EEXIST, where ``btrfs subvolume snapshot SRC DST`` would make it INSIDE
-        whatever folder is at DST. A subvolume already there is returned as it is when it is a
-        snapshot of the same read-only one (a re-run after a kill; the ioctl makes a snapshot
-        whole or not at all), refused otherwise."""
-        out = []
-        for snap in snapshots:
-            d = snap.dataset
-            self._ensure(snap.name)
-            tdir = self._txn_dir_of(snap)
-            if tdir.name != txn:
-                raise StorageError(f"{snap.name} is not a snapshot of the transaction {txn}")
-            target = tdir / "trial" / self._rel(d)
-            _private_dirs(target.parent, tdir.parent.parent)
-            pre_uuid = subvolume_info(snap.name)["UUID"]
-            pfd = safedir.open_dir(str(target.parent))
-            try:
-                st = safedir.entry(pfd, target.name)
-                if st is None:
-                    snapshot_at(snap.name, pfd, target.name, str(target))
-                elif not (
-                    stat.S_ISDIR(st.st_mode)
-                    and st.st_ino == SUBVOLUME_ROOT_INO
-                    and self._is_copy_of(f"/proc/{os.getpid()}/fd/{pfd}/{target.name}", pre_uuid)
-                ):
-                    raise StorageError(
-                        f"{target} is in the way and is not composeguard's clone of {snap.name}"
-                    )
-            finally:
-                os.close(pfd)
-            out.append(Clone(d, str(target), str(target)))
-        return out
-
-    def keep_clone(self, clone: Clone) -> None:
-        """Make the clone read-only (``btrfs property set -ts PATH ro true``)."""
-        self._ensure(clone.name)
-        if not self._is_subvolume(Path(clone.name)):
-            raise StorageError(f"the trial's clone {clone.name} is not a subvolume (any more)")
-        try:
-            execute.run(["btrfs", "property", "set", "-ts", clone.name, "ro", "true"])
-        except CommandError as e:
-            raise StorageError(f"cannot make {clone.name} read-only: {last_line(e.stderr)}") from e
-
-    def _txn_dir_of(self, snap: Snapshot) -> Path:
-        """``<snapshot folder>/<project>/<txn>`` of a snapshot at ``<txn dir>/pre/<subvolume>``."""
-        return Path(snap.name).parents[len(Path(self._rel(snap.dataset)).parts)]
 
     # -- cleanup ---------------------------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -494,33 +343,3 @@ def _in_txn_dir(p: Path) -> bool:
         q.name in ("pre", "failed", "trial") and (q.parent / TAGS_FILE).is_file()
         for q in Path(os.path.normpath(p)).parents
     )
-
-
-def _private_dirs(p: Path, base: Path) -> None:
-    """Create ``p`` and its missing parents up from ``base`` 0700: snapshot trees hold data
-    whose own folder may have been private. What exists from ``base`` down must be a real
-    folder that only root can change: composeguard writes there as root, and a folder another
-    user could change would let them redirect it (a symlink, a planted tags file)."""
-    for q in _check_private(p, base):
-        log.debug("mkdir %s (0700)", q)
-        os.mkdir(q, 0o700)
-
-
-def _check_private(p: Path, base: Path) -> list[Path]:
-    """Check the folders from ``base`` down to ``p`` that exist; return the missing ones, top
-    first."""
-    p, base = Path(os.path.normpath(p)), Path(os.path.normpath(base))
-    if p != base and base not in p.parents:
-        raise StorageError(f"{p} is not inside the snapshot folder {base}")
-    chain = [base, *reversed([q for q in p.parents if base in q.parents]), p] if p != base else [base]
-    for i, q in enumerate(chain):
-        try:
-            st = os.lstat(q)
-        except FileNotFoundError:
-            return chain[i:]
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-            raise StorageError(
-                f"{q} is not a folder only root can change (a symlink, another owner, or writable "
-                f"by others); composeguard keeps snapshots only in such a folder"
-            )
-    return []

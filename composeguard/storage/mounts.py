@@ -74,3 +74,11 @@ def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
 
 def real_path(path: str) -> str:
     return os.path.realpath(path)
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    """Whether one of two absolute real paths is the other or lies inside it."""
+    a, b = a.rstrip("/") or "/", b.rstrip("/") or "/"
+    if a == b or a == "/" or b == "/":
+        return True
+    return a.startswith(b + "/") or b.startswith(a + "/")

@@ -17,7 +17,7 @@ import stat
 from composeguard.errors import StorageError
 from composeguard.storage import safedir
 from composeguard.storage.base import Dataset
-from composeguard.storage.btrfs import SUBVOLUME_ROOT_INO, create_at, destroy_at
+from composeguard.storage.btrfs_subvolume import SUBVOLUME_ROOT_INO, create_at, destroy_at
 from composeguard.storage.zfs import exists as zfs_exists
 from composeguard.storage.zfs import get as zfs_get
 from composeguard.storage.zfs import zfs

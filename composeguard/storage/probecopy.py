@@ -16,9 +16,10 @@ import logging
 import os
 from collections.abc import Callable
 
+from composeguard.storage.treemeta import FICLONE
+
 log = logging.getLogger("composeguard.probecopy")
 
-FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 PROBE_BYTES = b"composeguard clone probe\n" * 164  # 4100 bytes: more than one 4 KiB block
 # The name contains one of usage.py's OWN_MARKERS: a probe left behind by a kill is never
 # taken for someone else's data.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from composeguard.compose.project import Project, Service, VolumeMount
@@ -209,3 +209,11 @@ class StorageMapper:
                 out.protected.append(Protected(target, path, ds))
         except Unprotected as e:
             out.unprotected.append(NotProtected(target, path, f"{what}: {e}" if what else str(e)))
+
+
+Backends = Callable[[str], Backend]  # backend kind ("btrfs", "zfs") -> its backend
+
+
+def backends_for(project: Project) -> Backends:
+    """The storage backends of one run (the mount table is read once for all of them)."""
+    return StorageMapper(project, read_mounts()).backend

@@ -25,6 +25,7 @@ from composeguard.errors import StorageError
 
 log = logging.getLogger("composeguard.treecopy")  # one logger for all of the tree copy
 
+FICLONE = 0x40049409  # _IOW(0x94, 9, int): clone a whole file (Btrfs reflink, ZFS block cloning)
 FS_IOC_GETFLAGS = 0x80086601  # _IOR('f', 1, long); the kernel reads and writes an int
 FS_IOC_SETFLAGS = 0x40086602
 FS_NOCOW_FL = 0x00800000  # chattr +C (Btrfs): cloning needs it equal on source and copy

@@ -19,11 +19,9 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from composeguard.storage.treemeta import MetadataCopier, TreeCopyError, proc_path, shown
+from composeguard.storage.treemeta import FICLONE, MetadataCopier, TreeCopyError, proc_path, shown
 
 log = logging.getLogger("composeguard.treecopy")  # one logger for all of the tree copy
-
-FICLONE = 0x40049409  # _IOW(0x94, 9, int)
 
 # copy_file_range cannot do this pair of files (or at all here): copy through user space.
 _CFR_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}

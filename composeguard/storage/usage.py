@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 
 from composeguard.compose.docker import ContainerUse
 from composeguard.storage.base import Dataset
-from composeguard.storage.mounts import Mount
-from composeguard.unit import paths_overlap
+from composeguard.storage.mounts import Mount, paths_overlap
 
 # Names composeguard itself creates inside datasets (snapshot folders, staging and old copies
 # of a directory restore); they are never "someone else's data".

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from composeguard.imagehold import HOLD_LABEL
+from composeguard.upgrade.imagehold import HOLD_LABEL
 from tests.lab.labproject import FAST, REGISTRY, LabProject, app_service, run, same_on_zfs
 
 pytestmark = pytest.mark.lab

@@ -44,7 +44,9 @@ def test_the_mount_namespace_is_compared_with_dockerds() -> None:
     """mountns.py on the real host: the same namespace as dockerd here; inside
     `unshare --mount --propagation slave` (what a sandboxed systemd unit gets) a different one,
     named as the cause. The ZFS upgrade refused there is in tests/zfs (guest)."""
-    code = "from composeguard.mountns import namespace_problem as p; print(repr(p('a rollback of x')))"
+    code = (
+        "from composeguard.storage.mountns import namespace_problem as p; print(repr(p('a rollback of x')))"
+    )
     here = run([sys.executable, "-c", code], check=True, cwd=ROOT)
     assert here.stdout.strip() == "''"
     boxed = run(["unshare", "--mount", "--propagation", "slave", sys.executable, "-c", code],

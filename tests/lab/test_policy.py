@@ -66,7 +66,7 @@ def test_a_short_cooldown_passes_and_the_digest_is_installed(lab_project: LabPro
     unchanged(p, v1, before)
     (waiting,) = json.loads(p.cg("update", "--json").stdout)[0]["waiting"]
     assert waiting["digest"] == v3
-    from composeguard.policy import parse_iso
+    from composeguard.upgrade.policy import parse_iso
 
     # the condition is the clock itself: wait until the digest is installable, then once more
     time.sleep(max(0.0, parse_iso(waiting["installable_from"]) - time.time()) + 1.0)

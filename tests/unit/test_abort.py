@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from composeguard import rollback
 from composeguard.errors import GuardError, StorageError
-from composeguard.journal import ABORTED, Journal
 from composeguard.report import Reporter
 from composeguard.storage.base import Dataset, Snapshot
+from composeguard.upgrade import rollback
+from composeguard.upgrade.journal import ABORTED, Journal
 
 
 class FailingBackend:

@@ -31,10 +31,10 @@ def execvp(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str]]]:
 @pytest.fixture
 def guarded(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """Replace the click CLI: record what it would have been given."""
-    import composeguard.runner
+    import composeguard.cli.runner
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(composeguard.runner, "run", lambda args: calls.append(list(args)))
+    monkeypatch.setattr(composeguard.cli.runner, "run", lambda args: calls.append(list(args)))
     return calls
 
 
@@ -146,7 +146,7 @@ def test_guarded_commands_go_to_the_cli(args, execvp, guarded):
 def test_every_guarded_command_is_covered():
     """The exec-fast entry point hands exactly composeguard's own click commands to click:
     a command missing here would be passed to compose, one too many would never reach it."""
-    from composeguard.cli import main as cli_main
+    from composeguard.cli.app import main as cli_main
 
     assert set(cli_main.commands) == GUARDED_COMMANDS
 

@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from composeguard.journal import Journal
-from composeguard.notify import notify
 from composeguard.settings import ProjectSettings
+from composeguard.upgrade.journal import Journal
+from composeguard.upgrade.notify import notify
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "contrib" / "grafana" / "composeguard-dashboard.json"

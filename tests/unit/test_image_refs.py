@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard.compose.docker import ImageInfo, normalize_repository, repository
+from composeguard.compose.images import ImageInfo, normalize_repository, repository
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from composeguard.errors import ConfigError, GuardError
-from composeguard.journal import (
+from composeguard.state import project_dir, read_json, safe_name, write_atomic, write_json
+from composeguard.upgrade.journal import (
     ABORTED,
     COMMITTED,
     ROLLED_BACK,
@@ -19,7 +20,6 @@ from composeguard.journal import (
     ServiceChange,
     projects_with_journals,
 )
-from composeguard.state import project_dir, read_json, safe_name, write_atomic, write_json
 
 
 def mode(p: Path) -> int:

@@ -8,12 +8,12 @@ import datetime as dt
 
 import pytest
 
-from composeguard import journal as journal_mod
-from composeguard import mountns
+from composeguard.compose.upargs import is_dry_run
 from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
-from composeguard.journal import Journal
-from composeguard.storage import zfs as zfs_mod
-from composeguard.upargs import is_dry_run
+from composeguard.storage import mountns
+from composeguard.storage import zfs_tools as zfs_mod
+from composeguard.upgrade import journal as journal_mod
+from composeguard.upgrade.journal import Journal
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from composeguard.journal import Journal
-from composeguard.notify import notify
 from composeguard.settings import ProjectSettings
+from composeguard.upgrade.journal import Journal
+from composeguard.upgrade.notify import notify
 
 
 def rolled_back() -> Journal:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from composeguard.compose.docker import ContainerUse
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
-from composeguard.planner import Plan, outside_writers
+from composeguard.upgrade.plan_storage import outside_writers
+from composeguard.upgrade.planner import Plan
 
 COMPOSE = "name: shop\nservices:\n  db: {image: reg/db:1}\n  app: {image: reg/app:1}\n"
 

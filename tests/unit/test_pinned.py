@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from composeguard.pinned import host_has_pins, named_services
+from composeguard.pins.pinned import host_has_pins, named_services
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from composeguard.errors import GuardError
-from composeguard.pins import PinFile, pinned_projects
+from composeguard.pins.pinfile import PinFile, pinned_projects
 
 OLD = "reg:5000/shop/app@sha256:" + "a" * 64
 BAD1 = "reg:5000/shop/app@sha256:" + "b" * 64

@@ -9,13 +9,14 @@ import subprocess
 
 import pytest
 
-from composeguard import execute, policy
-from composeguard.compose.docker import ImageInfo
+from composeguard import execute
+from composeguard.compose.images import ImageInfo
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import ConfigError, ExitCode
-from composeguard.planner import Change
 from composeguard.settings import ProjectSettings, ServiceSettings, parse_duration
+from composeguard.upgrade import policy
+from composeguard.upgrade.planner import Change
 
 # -- settings ------------------------------------------------------------------------------------
 

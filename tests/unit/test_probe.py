@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard import probe
 from composeguard.clock import Clock, Instant
 from composeguard.compose.docker import DaemonUnreachable
-from composeguard.probe import Watch, judge, probe_all, wait_ready
 from composeguard.settings import EffectiveSettings, Probe
+from composeguard.upgrade import probe
+from composeguard.upgrade.probe import Watch, judge, probe_all, wait_ready
 
 
 def settings(timeout: float = 60, settle: float = 3, extra: Probe | None = None) -> EffectiveSettings:
@@ -171,7 +171,7 @@ def test_a_long_running_service_exiting_0_still_fails() -> None:
 def test_which_services_are_one_shot() -> None:
     from types import SimpleNamespace
 
-    from composeguard.probe import one_shot_services
+    from composeguard.upgrade.probe import one_shot_services
 
     def svc(**raw):
         return SimpleNamespace(raw=raw)

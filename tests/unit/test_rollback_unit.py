@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from composeguard.unit import dependencies_of, neighbours, rollback_unit, start_order
+from composeguard.upgrade.unit import dependencies_of, neighbours, rollback_unit, start_order
 
 
 def run_with_timeout(fn, *args, seconds: float = 5.0):

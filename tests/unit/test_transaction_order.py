@@ -14,16 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from composeguard import execute, rollback, state, transaction
+from composeguard import execute, state
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError
-from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.planner import Change
-from composeguard.probe import ProbeResult
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter
 from composeguard.storage.base import Dataset, Snapshot
+from composeguard.upgrade import recover, rollback, transaction
+from composeguard.upgrade.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
+from composeguard.upgrade.planner import Change
+from composeguard.upgrade.probe import ProbeResult
 
 COMPOSE = """
 name: shop
@@ -417,7 +418,7 @@ def test_an_old_version_that_cannot_come_back_is_exit_4_and_recover_tries_again(
     assert j.outcome == ROLLBACK_FAILED and "no such image" in j.rollback_error
 
     world.old_back_fails, world.log = False, []
-    monkeypatch.setattr(rollback, "backends_for", lambda project: lambda kind: world)
-    assert rollback.finish_interrupted(txn.project, j, Reporter(quiet=True)) == 0  # type: ignore[arg-type]
+    monkeypatch.setattr(recover, "backends_for", lambda project: lambda kind: world)
+    assert recover.finish_interrupted(txn.project, j, Reporter(quiet=True)) == 0  # type: ignore[arg-type]
     assert [c for c, _ in world.log] == [OLD_BACK, "start worker"]
     assert Journal.load("shop", txn.journal.id).outcome == ABORTED

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from composeguard.trial_model import TrialModel, trial_model
+from composeguard.upgrade.trial_model import TrialModel, trial_model
 
 DATA = Path(__file__).parent / "data" / "trial"
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from composeguard import trial as trial_mod
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.errors import GuardError, RolledBack
-from composeguard.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.probe import ProbeResult
+from composeguard.pins.pinfile import PinFile
 from composeguard.storage.base import Clone, Dataset, Snapshot
-from composeguard.trial import TrialCheck
-from composeguard.trial_model import TrialModel
+from composeguard.upgrade import trial as trial_mod
+from composeguard.upgrade.journal import ABORTED, COMMITTED, ROLLED_BACK, Journal
+from composeguard.upgrade.probe import ProbeResult
+from composeguard.upgrade.trial import TrialCheck
+from composeguard.upgrade.trial_model import TrialModel
 from tests.unit.test_transaction_order import (  # noqa: F401
     NEW,
     OLD,

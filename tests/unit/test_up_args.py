@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard.upargs import parse_up_args, rollback_up_options, upgrade_up_args
+from composeguard.compose.upargs import parse_up_args, rollback_up_options, upgrade_up_args
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from composeguard.storage import probecopy
-from composeguard.storage import zfs as zfsmod
+from composeguard.storage import zfs_paths as zfsmod
 from composeguard.storage.base import Dataset
 from composeguard.storage.zfs import ZfsBackend
 

@@ -16,7 +16,7 @@ pytestmark = GUEST_ONLY
 
 
 def journal_of(ds: str, txn: str, unit_path: str):
-    from composeguard.journal import Journal
+    from composeguard.upgrade.journal import Journal
 
     be = backend()
     d = be.dataset_for(get(ds, "mountpoint"))
@@ -28,8 +28,8 @@ def journal_of(ds: str, txn: str, unit_path: str):
 
 
 def test_a_dataset_shared_since_the_upgrade_is_restored_by_directory(datasets, monkeypatch) -> None:  # noqa: F811
-    from composeguard import restorecheck
     from composeguard.storage.pathrestore import restore_paths
+    from composeguard.upgrade import restorecheck
 
     ds = datasets("appdata")
     root = Path(get(ds, "mountpoint"))
@@ -54,9 +54,9 @@ def test_a_dataset_shared_since_the_upgrade_is_restored_by_directory(datasets, m
 
 
 def test_a_container_inside_the_units_folder_now_is_a_refusal(datasets, monkeypatch) -> None:  # noqa: F811
-    from composeguard import restorecheck
     from composeguard.compose.docker import ContainerUse
     from composeguard.errors import GuardError
+    from composeguard.upgrade import restorecheck
 
     ds = datasets("appdata2")
     root = Path(get(ds, "mountpoint"))

@@ -105,8 +105,8 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
         click.echo(UP_HELP)
         click.echo("The options of `docker compose up` follow.\n")
         exec_compose([*_globals(ctx), "up", "--help"])
-    from composeguard.preflight import UpRequest, guarded_up
-    from composeguard.upargs import parse_up_args
+    from composeguard.compose.upargs import parse_up_args
+    from composeguard.upgrade.preflight import UpRequest, guarded_up
 
     user_args = [a for a in args if a not in ("--allow-unprotected", "--trial")]
     services, opts = parse_up_args(user_args)
@@ -165,7 +165,7 @@ def update(
     trial: bool,
     now: bool,
 ) -> None:
-    from composeguard.update import update_command
+    from composeguard.upgrade.update import update_command
 
     if now and (all_projects or not services):
         raise click.UsageError("update --now names the services to install now (and takes no --all)")
@@ -188,7 +188,7 @@ def update(
 @json_option
 @click.pass_context
 def plan(ctx: click.Context, services: tuple[str, ...], as_json: bool) -> None:
-    from composeguard.commands import plan_command
+    from composeguard.cli.commands import plan_command
 
     plan_command(_project(ctx, list(services)), list(services), as_json)
 
@@ -201,7 +201,7 @@ def _state_report(name: str, help_text: str) -> None:
     @json_option
     @click.pass_context
     def report(ctx: click.Context, as_json: bool) -> None:
-        from composeguard import commands
+        from composeguard.cli import commands
 
         getattr(commands, f"{name}_command")(_project_name(ctx), as_json)
 
@@ -219,7 +219,7 @@ _state_report("history", "Past transactions: outcome, services, digests, snapsho
 )
 @click.pass_context
 def pins(ctx: click.Context, as_json: bool, with_history: bool) -> None:
-    from composeguard.commands import pins_command
+    from composeguard.cli.commands import pins_command
 
     pins_command(_project_name(ctx), as_json, with_history)
 
@@ -228,7 +228,7 @@ def pins(ctx: click.Context, as_json: bool, with_history: bool) -> None:
 @click.argument("txn", required=False)
 @click.pass_context
 def rollback(ctx: click.Context, txn: str | None) -> None:
-    from composeguard.commands import rollback_command
+    from composeguard.cli.commands import rollback_command
 
     ctx.exit(rollback_command(_project(ctx), txn, _reporter()))
 
@@ -237,7 +237,7 @@ def rollback(ctx: click.Context, txn: str | None) -> None:
 @click.argument("service")
 @click.pass_context
 def unpin(ctx: click.Context, service: str) -> None:
-    from composeguard.commands import unpin_command
+    from composeguard.cli.commands import unpin_command
 
     unpin_command(_project_name(ctx), service)
 
@@ -251,7 +251,7 @@ def unpin(ctx: click.Context, service: str) -> None:
 )
 @click.pass_context
 def recover(ctx: click.Context, all_projects: bool) -> None:
-    from composeguard import commands
+    from composeguard.cli import commands
 
     if all_projects:
         if _globals(ctx):
@@ -285,7 +285,7 @@ def doctor(ctx: click.Context, services: tuple[str, ...], as_json: bool, verbose
 @click.option("--keep-old", is_flag=True, help="Keep the original folder beside the new dataset.")
 @click.pass_context
 def provision(ctx: click.Context, services: tuple[str, ...], apply_: bool, keep_old: bool) -> None:
-    from composeguard.commands import provision_command
+    from composeguard.cli.commands import provision_command
 
     ctx.exit(provision_command(_project(ctx, list(services)), list(services), apply_, keep_old, _reporter()))
 

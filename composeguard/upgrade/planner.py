@@ -1,24 +1,23 @@
 """Work out what an upgrade would do: which services change, the rollback unit, the storage.
 
 Shared by ``plan`` (changes nothing) and the guarded ``up``/``update`` (which then act on it).
+The storage half (the datasets, the unit, who else uses them) is plan_storage.py.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
-from composeguard.pins import PinFile
-from composeguard.policy import what_changed
-from composeguard.restorecheck import copy_size
+from composeguard.pins.pinfile import PinFile
 from composeguard.storage.base import Dataset
 from composeguard.storage.resolve import NotProtected, ServiceStorage, StorageMapper
-from composeguard.storage.usage import DatasetUse, analyse, is_inside
-from composeguard.unit import dependencies_of, neighbours, rollback_unit
+from composeguard.storage.usage import DatasetUse
+from composeguard.upgrade.policy import what_changed
+from composeguard.upgrade.unit import dependencies_of
 
 
 @dataclass
@@ -107,7 +106,7 @@ class Plan:
         out = [c for u in self.usage.values() for c in u.conflicts]
         mounting = self.mounting_restores()
         if mounting:
-            from composeguard.mountns import namespace_problem
+            from composeguard.storage.mountns import namespace_problem
 
             problem = namespace_problem(f"a rollback of {mounting[0]} (a whole ZFS dataset)")
             if problem:
@@ -169,14 +168,14 @@ def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> l
 def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
     """What runs now, read before any pull: image ID and repo digest per service."""
     running: dict[str, Running] = {}
-    images: dict[str, docker.ImageInfo | None] = {}  # twenty services often share one image
+    images: dict[str, images.ImageInfo | None] = {}  # twenty services often share one image
     for c in docker.project_containers(project.name):
         if c.service not in scope:
             continue
         r = running.get(c.service)
         if r is None:
             if c.image_id not in images:
-                images[c.image_id] = docker.image_info(c.image_id)
+                images[c.image_id] = images.image_info(c.image_id)
             info = images[c.image_id]
             digest = info.digest_for(c.image_ref) if info else None
             running[c.service] = Running(c.service, [c.id], c.image_id, digest)
@@ -198,12 +197,12 @@ def detect_changes(
     """Services whose container would run another image. ``remote`` maps service -> the
     registry's current repo digest (for ``plan``); otherwise local images are compared."""
     changes: dict[str, Change] = {}
-    images: dict[str, docker.ImageInfo | None] = {}
-    new_info: dict[str, docker.ImageInfo | None] = {}
+    images: dict[str, images.ImageInfo | None] = {}
+    new_info: dict[str, images.ImageInfo | None] = {}
 
-    def image(ref: str) -> docker.ImageInfo | None:
+    def image(ref: str) -> images.ImageInfo | None:
         if ref not in images:
-            images[ref] = docker.image_info(ref)
+            images[ref] = images.image_info(ref)
         return images[ref]
 
     for svc, r in running.items():
@@ -224,123 +223,10 @@ def detect_changes(
         changes[svc].new_created = info.created if info else ""
         new_info[svc] = info
     # what changed: the old images' labels, all of them in one inspect
-    old = docker.images_by_id([c.old_image_id for c in changes.values()])
+    old = images.images_by_id([c.old_image_id for c in changes.values()])
     for svc, c in changes.items():
         c.labels = what_changed(old.get(c.old_image_id), new_info[svc])
     return changes
-
-
-def map_storage(plan: Plan) -> None:
-    project = plan.project
-    mapper = plan.mapper = StorageMapper(project)
-    mounts: dict[str, list[tuple[str, str, str, str]]] = {}
-    for c in docker.project_containers(project.name):
-        mounts.setdefault(c.service, []).extend(c.mounts)
-        if c.status in docker.UP_STATES:
-            plan.running_now.add(c.service)
-    # Every service's storage, not only the scope's: a dependency that opted out of updates or
-    # was left out by `up --no-deps` is still in the rollback unit when a changing service
-    # depends on it (a Nextcloud migration rewrites the opted-out postgres's data).
-    storage = {s: mapper.for_service(project.services[s], mounts.get(s, ())) for s in project.services}
-    deps = {s: [d for d in project.services[s].depends_on if d in storage] for s in storage}
-    paths = {s: [os.path.realpath(p.path) for p in st.protected] for s, st in storage.items()}
-    plan.storage = storage
-    plan.unit = rollback_unit(plan.changes, deps, paths) if plan.changes else []
-    if plan.unit:
-        reads = {s: mapper.read_paths(project.services[s]) for s in storage}
-        around = neighbours(plan.unit, deps, reads, paths)
-        plan.neighbours = {s: why for s, why in around.items() if s in plan.running_now}
-        plan.around = set(around)  # stopped or not, their mounts are no one else's
-        for d in plan.datasets():
-            # only the children mounted inside the unit's own paths in d: not Docker's layer
-            # datasets under a data-root dataset that holds a named volume
-            inside = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected
-                      if p.dataset.name == d.name]
-            plan.below += [c for c in mapper.backend(d.backend).descendants(d, inside) if c not in plan.below]
-        uses = docker.all_container_uses()
-        plan.usage = classify_datasets(plan, mapper, uses)
-        plan.outside = outside_writers(plan, uses)
-
-
-# Networks every container is on without asking: reaching a service over them is not "using" it.
-DEFAULT_NETWORKS = {"bridge", "host", "none"}
-
-
-def outside_writers(plan: Plan, uses: list[docker.ContainerUse]) -> list[str]:
-    """Containers compose cannot stop with the unit (another project's, or none) that share a
-    network with a unit member: what they write to it during the upgrade would be rolled
-    back with its data. One line per container, for ``plan`` and the upgrade's warnings."""
-    project = plan.project.name
-    members = set(plan.unit) | set(plan.neighbours)
-    nets: dict[str, str] = {}  # network -> a unit member on it
-    for c in sorted(uses, key=lambda c: c.service):
-        if c.project == project and c.service in members:
-            for n in c.networks:
-                if n not in DEFAULT_NETWORKS:
-                    nets.setdefault(n, c.service)
-    out = []
-    for c in uses:
-        if c.project == project or not c.running:
-            continue
-        shared = sorted(n for n in c.networks if n in nets)
-        if shared:
-            out.append(
-                f"{c.describe()} shares the network {shared[0]} with {nets[shared[0]]}: writes from it "
-                f"during an upgrade would be rolled back"
-            )
-    return out
-
-
-def classify_datasets(
-    plan: Plan,
-    mapper: StorageMapper,
-    uses: list[docker.ContainerUse] | None = None,
-    root_dir: str | None = None,
-) -> dict[str, DatasetUse]:
-    """Exclusive or shared, for every dataset of the unit (``storage/usage.py``): one
-    ``docker ps -a`` + one batched inspect for every container on the host (``uses``, when the
-    caller has them already), one listing of the directories on the way to the unit's paths,
-    one read of mountinfo."""
-    unit = set(plan.unit) | plan.around
-    others = [
-        c
-        for c in (docker.all_container_uses() if uses is None else uses)
-        if not (c.project == plan.project.name and c.service in unit)
-    ]
-    datasets = plan.datasets()
-    if root_dir is None and datasets:
-        root_dir = docker.data_root()
-    mounts = mapper.mounts
-    own_mounts = [d.files_at for d in datasets]
-    all_unit_paths = [os.path.realpath(p.path) for s in plan.unit for p in plan.storage[s].protected]
-    out: dict[str, DatasetUse] = {}
-    for d in datasets:
-        backend = mapper.backend(d.backend)
-        unit_paths = [
-            os.path.realpath(p.path)
-            for s in plan.unit
-            for p in plan.storage[s].protected
-            if p.dataset.name == d.name
-        ]
-        if any(is_inside(d.files_at, u) for u in all_unit_paths):
-            unit_paths.append(d.files_at)  # a child dataset inside a unit volume: all of it is the unit's
-        use = analyse(
-            d,
-            d.files_at,
-            unit_paths,
-            others,
-            root_dir,
-            mounts,
-            dataset_mounts=own_mounts,
-            nested=backend.nested(d),
-        )
-        use.whole_refused = backend.whole_refused(d)
-        if use.restore == "paths":
-            use.method, use.proof = backend.prove_copy(d, use.unit_paths, backend.copy_method(d))
-            if use.method == "copy":
-                use.size = copy_size(use.unit_paths)
-        out[d.name] = use
-    return out
 
 
 def registry_digests(project: Project) -> dict[str, str]:
@@ -361,5 +247,5 @@ def registry_digests(project: Project) -> dict[str, str]:
     for svc, raw in (model.get("services") or {}).items():
         img = (raw or {}).get("image") or ""
         if "@" in img:
-            out[svc] = docker.repository(img) + "@" + img.split("@", 1)[1]
+            out[svc] = images.repository(img) + "@" + img.split("@", 1)[1]
     return out

@@ -18,12 +18,12 @@ from typing import Any
 
 from composeguard.compose import docker
 from composeguard.errors import GuardError
-from composeguard.journal import Journal
 from composeguard.report import mib
 from composeguard.storage.base import Backend, Dataset
 from composeguard.storage.mounts import read_mounts
 from composeguard.storage.treecopy import tree_usage
 from composeguard.storage.usage import DatasetUse, analyse, is_inside
+from composeguard.upgrade.journal import Journal
 
 log = logging.getLogger("composeguard.restorecheck")
 
@@ -104,7 +104,7 @@ def neighbours_now(project: Any, j: Journal) -> list[str]:
     """The running services of ``project`` that use ``j``'s unit today (unit.neighbours): a
     ``rollback TXN`` long after the upgrade stops them with the unit, whatever the journal held."""
     from composeguard.storage.resolve import StorageMapper
-    from composeguard.unit import neighbours
+    from composeguard.upgrade.unit import neighbours
 
     running = {c.service for c in docker.project_containers(project.name) if c.status in docker.UP_STATES}
     mapper = StorageMapper(project)

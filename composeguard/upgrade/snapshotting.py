@@ -13,9 +13,9 @@ from typing import Any
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project
-from composeguard.journal import Journal
 from composeguard.report import Reporter
 from composeguard.storage.base import Dataset, Snapshot, SnapshotTags, by_backend
+from composeguard.upgrade.journal import Journal
 
 
 def tags_for(project: Project, j: Journal, txn: str, unit: list[str]) -> SnapshotTags:

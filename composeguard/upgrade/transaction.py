@@ -14,27 +14,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project
+from composeguard.compose.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, replace_up_args, upgrade_up_args
 from composeguard.faults import pause_point
-from composeguard.journal import COMMITTED, Journal, ServiceChange
-from composeguard.pins import PinFile
-from composeguard.planner import Plan
-from composeguard.probe import DOCKERD_GONE, probe_services
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, short
-from composeguard.restorecheck import paths_record
-from composeguard.rollback import (
-    Backends,
-    abort,
-    apply_retention,
-    backends_for,
-    describe_restore,
-    roll_back,
-)
-from composeguard.snapshotting import snapshot_as_one_moment, tags_for
 from composeguard.storage.base import Snapshot
-from composeguard.trial import TrialCheck
-from composeguard.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, replace_up_args, upgrade_up_args
+from composeguard.storage.resolve import Backends, backends_for
+from composeguard.upgrade.journal import COMMITTED, Journal, ServiceChange
+from composeguard.upgrade.planner import Plan
+from composeguard.upgrade.probe import DOCKERD_GONE, probe_services
+from composeguard.upgrade.restorecheck import paths_record
+from composeguard.upgrade.retention import apply_retention
+from composeguard.upgrade.rollback import abort, describe_restore, roll_back
+from composeguard.upgrade.snapshotting import snapshot_as_one_moment, tags_for
+from composeguard.upgrade.trial import TrialCheck
 
 log = logging.getLogger("composeguard.transaction")
 
@@ -43,8 +38,8 @@ def old_ref(change_digest: str | None, image_id: str, new_ref: str, txn: str) ->
     """What a pin runs: the old repo digest, or (a local build) a composeguard tag on the ID."""
     if change_digest:
         return change_digest
-    tag = f"{docker.repository(new_ref)}:composeguard-{txn.lower()}"
-    docker.tag_image(image_id, tag)
+    tag = f"{images.repository(new_ref)}:composeguard-{txn.lower()}"
+    images.tag_image(image_id, tag)
     return tag
 
 
@@ -92,21 +87,21 @@ class Transaction:
         """The contract: record; quiesce and snapshot (undone on failure, nothing changed);
         start and probe the new version; commit, or roll back to the old version on the old
         data. Exit 0, 3 (rolled back) or 4 (the rollback needs a human)."""
-        from composeguard.runlog import run_log
+        from composeguard.upgrade.runlog import run_log
 
         try:
             with run_log(self.journal.files_dir / "run.log"):
                 return self._run()
         finally:
             if self.journal.outcome:
-                from composeguard.notify import notify
+                from composeguard.upgrade.notify import notify
 
                 notify(self.project.settings, self.journal)
 
     def _run(self) -> int:
         self.record()
         if self.trial is not None:
-            from composeguard.trial import Trial
+            from composeguard.upgrade.trial import Trial
 
             tx = (self.project, self.plan, self.journal, self.pin_files, self.rep, self.backends)
             Trial(*tx, explicit=self.trial.explicit).run()
@@ -316,7 +311,7 @@ class Transaction:
             on_disk.save()
             self.rep.step(f"unpinned {', '.join(lifted)}: the new digest passed its probe")
         if j.snapshots:  # `rollback TXN` needs the old images as long as the snapshots are kept
-            from composeguard.imagehold import hold_images
+            from composeguard.upgrade.imagehold import hold_images
 
             for problem in hold_images(j):
                 self.rep.warn(f"could not keep the old image of {problem}; `rollback {j.id}` would pull it")

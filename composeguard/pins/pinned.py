@@ -63,7 +63,7 @@ def pinned_command(global_args: list[str], command: str, args: list[str]) -> lis
 
     from composeguard.compose.project import resolve
     from composeguard.errors import GuardError
-    from composeguard.pins import PinFile
+    from composeguard.pins.pinfile import PinFile
 
     log = logging.getLogger("composeguard.pinned")
 
@@ -78,7 +78,7 @@ def pinned_command(global_args: list[str], command: str, args: list[str]) -> lis
         return [*global_args, command, *args]
     log.info("%s: pins applied (%s)", command, ", ".join(sorted(pins.pins)))
     base = project.compose_args(pin_files)
-    from composeguard.upargs import dry_run_options
+    from composeguard.compose.upargs import dry_run_options
 
     base = dry_run_options(global_args, base) + base
     return [*base, command, *args]

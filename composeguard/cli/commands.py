@@ -9,21 +9,15 @@ import click
 
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, GuardError, RolledBack
-from composeguard.journal import COMMITTED, Journal
 from composeguard.lock import project_lock
-from composeguard.pins import PinFile
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, short
+from composeguard.upgrade.journal import COMMITTED, Journal
 
 
 def plan_command(project: Project, services: list[str], as_json: bool) -> None:
-    from composeguard.planner import (
-        Plan,
-        detect_changes,
-        map_storage,
-        record_running,
-        registry_digests,
-        scope_of,
-    )
+    from composeguard.upgrade.plan_storage import map_storage
+    from composeguard.upgrade.planner import Plan, detect_changes, record_running, registry_digests, scope_of
 
     pins = PinFile(project.name)
     scope = scope_of(project, services)
@@ -35,10 +29,10 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
         remote, source = None, f"local images ({e})"
     plan = Plan(project, scope, running, detect_changes(project, pins, running, remote))
     map_storage(plan)
-    from composeguard.trial import check_trial
+    from composeguard.upgrade.trial import check_trial
 
     trial = check_trial(plan)
-    from composeguard.policy import describe, hold_back
+    from composeguard.upgrade.policy import describe, hold_back
 
     # what `update` would hold back (`up` by hand installs it all)
     held = hold_back(project, plan.changes, record=os.geteuid() == 0)
@@ -108,7 +102,7 @@ def plan_command(project: Project, services: list[str], as_json: bool) -> None:
 
 
 def history_command(project: str, as_json: bool) -> None:
-    from composeguard.policy import describe
+    from composeguard.upgrade.policy import describe
 
     journals = Journal.all(project)
     if as_json:
@@ -184,7 +178,8 @@ def unpin_command(project: str, service: str) -> None:
 
 
 def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
-    from composeguard.rollback import backends_for, check_restore_mounts, refuse_if_unfinished, roll_back
+    from composeguard.storage.resolve import backends_for
+    from composeguard.upgrade.rollback import check_restore_mounts, refuse_if_unfinished, roll_back
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
@@ -202,7 +197,7 @@ def rollback_command(project: Project, txn: str | None, rep: Reporter) -> int:
         j = journals[-1]
         if j.snapshots_released:
             raise GuardError(f"the snapshots of {j.id} were released by the retention rule")
-        from composeguard.restorecheck import neighbours_now, recheck_restores
+        from composeguard.upgrade.restorecheck import neighbours_now, recheck_restores
 
         j.held = sorted({*j.held, *neighbours_now(project, j)})
         try:  # who uses each dataset now, not on the day of the upgrade: before anything stops
@@ -226,14 +221,14 @@ def _notify(project: Project, j: Journal) -> None:
     """The hook, Apprise and the metrics hear of a transaction that ``rollback`` or
     ``recover`` ended, as of one an upgrade ended."""
     if j.outcome:
-        from composeguard.notify import notify
+        from composeguard.upgrade.notify import notify
 
         notify(project.settings, j)
 
 
 def recover_command(project: Project, rep: Reporter) -> int:
     """Bring an interrupted transaction to one of the two allowed ends."""
-    from composeguard.rollback import finish_interrupted
+    from composeguard.upgrade.recover import finish_interrupted
 
     with project_lock(project.name):
         j = Journal.unfinished(project.name)
@@ -256,8 +251,8 @@ def recover_all_command(rep: Reporter) -> int:
     unit runs in /, not in the project's folder). A project that cannot be recovered gets one
     line and the worst exit code; the others are recovered all the same."""
     from composeguard.compose.project import resolve
-    from composeguard.journal import projects_with_journals
-    from composeguard.update import worst
+    from composeguard.upgrade.journal import projects_with_journals
+    from composeguard.upgrade.update import worst
 
     codes: list[int] = []
     for name in projects_with_journals():
@@ -293,7 +288,7 @@ def provision_command(
 ) -> int:
     from composeguard.provision.apply import apply
     from composeguard.provision.plan import describe, plan_provision
-    from composeguard.rollback import refuse_if_unfinished
+    from composeguard.upgrade.rollback import refuse_if_unfinished
 
     with project_lock(project.name):
         refuse_if_unfinished(project.name)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from composeguard import execute
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project
 from composeguard.errors import CommandError, ExitCode, GuardError, last_line
 from composeguard.report import Reporter, short
@@ -41,7 +41,7 @@ SEEN_PER_IMAGE = 8  # digests remembered per image
 
 
 # -- what changed ------------------------------------------------------------------------------
-def oci_labels(info: docker.ImageInfo | None) -> dict[str, str]:
+def oci_labels(info: images.ImageInfo | None) -> dict[str, str]:
     """The image's org.opencontainers.image.{version,revision,source,url} that it has."""
     if info is None:
         return {}
@@ -60,7 +60,7 @@ def releases_page(labels: dict[str, str]) -> str:
     return source + ("/-/releases" if source.startswith("https://gitlab.com/") else "/releases")
 
 
-def what_changed(old: docker.ImageInfo | None, new: docker.ImageInfo | None) -> dict[str, Any]:
+def what_changed(old: images.ImageInfo | None, new: images.ImageInfo | None) -> dict[str, Any]:
     """``{"old": labels, "new": labels, "releases": url}``, keys only where there is something."""
     out: dict[str, Any] = {}
     before, after = oci_labels(old), oci_labels(new)

@@ -5,6 +5,7 @@ images as a project of their own (``docker compose -p <project>-trial -f FILE up
 writable clones of their data, probe them, and cut over only when they pass. This module
 writes that project's compose document from the real project's ``docker compose config``
 model, and says what cannot be tried (``refusals``: the upgrade then runs without a trial).
+The mounts are trial_mounts.py; the devices and probes, trial_refusals.py.
 
 The one rule behind every choice here: the trial must not touch anything the live version
 uses. It writes only to clones, publishes no port, joins no network of the host or of another
@@ -20,17 +21,16 @@ printed them and as the caller resolved them).
 from __future__ import annotations
 
 import copy
-import ipaddress
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from composeguard.storage.resolve import HOST_CONFIG
+from composeguard.compose.started import TRIAL_LABEL
+from composeguard.upgrade.trial_mounts import TrialMounts
+from composeguard.upgrade.trial_refusals import TrialRefusals
 
-TRIAL_LABEL = "io.composeguard.trial"
 TRIAL_NETWORK = "default"
 
 # Dropped from every trial service, and why:
@@ -50,8 +50,6 @@ DROPPED = (
 # would route the live site's traffic to the trial container. Compose's own labels are its
 # bookkeeping of the real project and must not mark the trial's containers as the real ones.
 FOREIGN_LABELS = re.compile(r"com\.docker\.compose\.|traefik\.|caddy(_\d+)?(\.|$)")
-LOCAL_NAMES = ("localhost", "host.docker.internal", "gateway.docker.internal")
-
 
 @dataclass(frozen=True)
 class TrialModel:
@@ -67,7 +65,6 @@ class TrialModel:
     @property
     def possible(self) -> bool:
         return not self.refusals
-
 
 def trial_model(
     model: dict[str, Any],
@@ -128,7 +125,7 @@ def trial_model(
     return TrialModel(doc=doc, name=name, refusals=ctx.refusals)
 
 
-class _Context:
+class _Context(TrialMounts, TrialRefusals):
     def __init__(
         self,
         model: dict[str, Any],
@@ -186,26 +183,7 @@ class _Context:
                     self.used[top].add(src)
         return out
 
-    # --- devices and namespaces -----------------------------------------------------------
-
-    def _devices(self, svc: str, raw: dict[str, Any], out: dict[str, Any]) -> None:
-        """Devices are not cloned: a serial stick (Zigbee, Z-Wave) opens for one process only,
-        and a GPU's memory is the live version's (two copies of a model may not fit)."""
-        for dev in raw.get("devices") or []:
-            src = dev.get("source") if isinstance(dev, dict) else str(dev).split(":")[0]
-            self.refuse(f"service {svc} uses the device {src}, which the live version holds")
-        if raw.get("device_cgroup_rules"):
-            self.refuse(f"service {svc} is given host devices by device_cgroup_rules")
-        if raw.get("gpus"):
-            self.refuse(f"service {svc} uses GPUs (gpus:), which the live version holds")
-        resources = (out.get("deploy") or {}).get("resources") or {}
-        reservations = resources.get("reservations") or {}
-        for dev in reservations.pop("devices", None) or []:
-            dev = dev if isinstance(dev, dict) else {}
-            what = " ".join([str(dev.get("driver") or ""), *map(str, dev.get("capabilities") or [])]).strip()
-            self.refuse(f"service {svc} reserves {what or 'a'} devices, which the live version holds")
-        if "reservations" in resources and not reservations:
-            del resources["reservations"]
+    # --- namespaces -------------------------------------------------------------------------
 
     def _namespaces(self, svc: str, raw: dict[str, Any], out: dict[str, Any]) -> None:
         for key in ("pid", "ipc"):
@@ -273,122 +251,6 @@ class _Context:
         else:
             out.pop("depends_on", None)
 
-    # --- volumes --------------------------------------------------------------------------
-
-    def _clone(self, path: str) -> str | None:
-        """Where ``path`` is in its clone, or None when no clone covers it."""
-        p = posixpath.normpath(path)
-        best = max(
-            (k for k in self.binds if p == k or p.startswith(k.rstrip("/") + "/")), key=len, default=None
-        )
-        if best is None:
-            return None
-        rel = posixpath.relpath(p, best)
-        return self.binds[best] if rel == "." else posixpath.join(self.binds[best], rel)
-
-    def _no_clone(self, svc: str, path: str, what: str = "") -> None:
-        p = posixpath.normpath(path)
-        inside = sorted(k for k in self.binds if k.startswith(p.rstrip("/") + "/"))
-        where = f"{path}{what}"
-        if inside:
-            self.refuse(f"service {svc} writes to {where}, of which only {', '.join(inside)} has a clone")
-        else:
-            self.refuse(f"service {svc} writes to {where}, which has no clone")
-
-    def _volume_path(self, key: str) -> str | None:
-        if key in self.volume_paths:
-            return self.volume_paths[key]
-        spec = (self.model.get("volumes") or {}).get(key) or {}
-        opts = spec.get("driver_opts") or {}
-        if opts.get("device") and "bind" in str(opts.get("o", "")).split(","):
-            return str(opts["device"])
-        suffix = f"/volumes/{spec.get('name') or key}/_data"
-        return next((k for k in self.binds if k.endswith(suffix)), None)
-
-    def _volumes(self, svc: str, raw: dict[str, Any], out: dict[str, Any]) -> None:
-        """Every mount of the unit's data points at its clone (a named volume becomes a bind
-        to it); a read-only mount of anything else is kept (the trial reads what the live
-        version reads, and cannot change it); a writable one is a refusal. The host's own
-        configuration (``HOST_CONFIG``: /etc/localtime, ...) is kept as it is, as the rest of
-        composeguard treats it: never an app's data. tmpfs is kept. An anonymous volume (an
-        image's ``VOLUME`` too) the live container has (``anonymous``: Docker says where) is
-        bound from its clone; one it does not have stays anonymous (fresh and empty, as
-        compose would make it)."""
-        mounts = []
-        live_anonymous = dict(self.anonymous.get(svc) or {})
-        for target, path in live_anonymous.items():
-            clone = self._clone(path)
-            if clone is None:
-                self._no_clone(svc, path, f" (the anonymous volume at {target})")
-            else:
-                mounts.append({"type": "bind", "source": clone, "target": target})
-        for m in raw.get("volumes") or []:
-            if isinstance(m, dict) and m.get("target") in live_anonymous and not m.get("source"):
-                continue  # bound from its clone above
-            if not isinstance(m, dict):  # compose config always prints the long form
-                mounts.append(m)
-                continue
-            kind, source = m.get("type"), m.get("source")
-            if kind == "bind" and isinstance(source, str):
-                mounts.append(self._bind(svc, m, source))
-            elif kind == "volume" and isinstance(source, str) and source:
-                mounts.append(self._named(svc, m, source))
-            else:  # tmpfs, anonymous volumes, image, npipe, cluster
-                mounts.append(copy.deepcopy(m))
-        kept = [m for m in mounts if m is not None]
-        if kept:
-            out["volumes"] = kept
-        else:
-            out.pop("volumes", None)
-
-    def _bind(self, svc: str, m: dict[str, Any], source: str) -> dict[str, Any] | None:
-        clone = self._clone(source)
-        if clone is not None:
-            return {**copy.deepcopy(m), "source": clone}
-        p = posixpath.normpath(source)
-        if p == "/dev" or p.startswith("/dev/"):
-            self.refuse(f"service {svc} mounts the host's {p}, which the live version holds")
-            return None
-        if m.get("read_only") or any(p == h or p.startswith(h + "/") for h in HOST_CONFIG):
-            return copy.deepcopy(m)
-        self._no_clone(svc, source)
-        return None
-
-    def _named(self, svc: str, m: dict[str, Any], key: str) -> dict[str, Any] | None:
-        spec = (self.model.get("volumes") or {}).get(key) or {}
-        path = self._volume_path(key)
-        clone = self._clone(path) if path else None
-        if clone is not None:
-            sub = (m.get("volume") or {}).get("subpath")
-            bind: dict[str, Any] = {"type": "bind", "source": posixpath.join(clone, sub) if sub else clone}
-            bind["target"] = m.get("target")
-            if m.get("read_only"):
-                bind["read_only"] = True
-            if m.get("bind"):
-                bind["bind"] = copy.deepcopy(m["bind"])
-            return bind
-        real = spec.get("name") or key
-        if m.get("read_only"):
-            # the live volume itself, by its real name: under the trial's project name
-            # compose would otherwise create an empty <project>-trial_<key>
-            self.volumes[key] = {"name": real, "external": True}
-            return copy.deepcopy(m)
-        self._no_clone(svc, path or f"the volume {real}", f" (the volume {real})" if path else "")
-        return None
-
-    def _volumes_from(self, svc: str, raw: dict[str, Any], out: dict[str, Any]) -> None:
-        for ref in map(str, raw.get("volumes_from") or []):
-            first, _, rest = ref.partition(":")
-            if first == "container":
-                self.refuse(f"service {svc} mounts the volumes of the container {rest.split(':')[0]}")
-            elif first not in self.unit:
-                self.refuse(f"service {svc} mounts the volumes of {first}, which is not in the trial")
-        kept = [r for r in raw.get("volumes_from") or [] if str(r).split(":")[0] in self.unit]
-        if kept:
-            out["volumes_from"] = kept
-        else:
-            out.pop("volumes_from", None)
-
     # --- labels and probes ----------------------------------------------------------------
 
     def _labels(self, raw: dict[str, Any], out: dict[str, Any], project: str) -> None:
@@ -400,57 +262,3 @@ class _Context:
             kept["traefik.enable"] = "false"  # with exposedByDefault, no labels still means exposed
         kept[TRIAL_LABEL] = project
         out["labels"] = kept
-
-    def _probe(self, svc: str, raw: dict[str, Any]) -> None:
-        """An ``http``/``tcp`` probe runs on the host and names a host address. The trial
-        publishes no port and its containers have no address the probe could name, so such a
-        probe would reach the live version (through its published port, or a reverse proxy)
-        and pass for it, or reach nothing: either way it says nothing about the trial. The
-        image's HEALTHCHECK and ``exec`` probes run inside the trial's containers and stay."""
-        settings = raw.get("x-composeguard")
-        probe = settings.get("probe") if isinstance(settings, dict) else None
-        if not isinstance(probe, dict):
-            return
-        for kind in ("http", "tcp"):
-            target = probe.get(kind)
-            if isinstance(target, str):
-                host, port = _address(kind, target)
-                if _is_local(host) or port in set(_published(raw)):
-                    self.refuse(
-                        f"the {kind} probe of {svc} ({target}) needs a published port, "
-                        "and the trial publishes none"
-                    )
-                else:
-                    self.refuse(f"the {kind} probe of {svc} ({target}) would reach {host}, not the trial")
-
-
-def _address(kind: str, target: str) -> tuple[str, int | None]:
-    if kind == "http":
-        parts = urlsplit(target)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        return parts.hostname or "", port or (443 if parts.scheme == "https" else 80)
-    host, _, port = target.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else None
-
-
-def _is_local(host: str) -> bool:
-    host = host.lower().rstrip(".")
-    if host in LOCAL_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified
-
-
-def _published(raw: dict[str, Any]) -> Iterable[int]:
-    """The host ports a service publishes (``ports`` as compose config prints them)."""
-    for p in raw.get("ports") or []:
-        published = str(p.get("published") or "") if isinstance(p, dict) else ""
-        first, _, last = published.partition("-")
-        if first.isdigit():
-            yield from range(int(first), int(last if last.isdigit() else first) + 1)

@@ -1,5 +1,6 @@
-"""Every way back: the rollback of a failed upgrade, the undo of a quiesce or snapshot that
-failed, finishing a transaction that was killed, and the retention of old snapshots.
+"""The way back: the rollback of a failed upgrade, and the undo (abort) of a quiesce or
+snapshot that failed. Finishing a transaction that was killed is recover.py; the retention of
+old snapshots, retention.py.
 
 All of it works from the journal alone (``recover`` and ``rollback`` run it without a live
 upgrade), and each step checks where it stands first, so it can run again after a kill.
@@ -10,36 +11,29 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from composeguard.compose import docker
 from composeguard.compose.project import Project
+from composeguard.compose.upargs import rollback_up_options
 from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageError, last_line
 from composeguard.faults import pause_point
-from composeguard.journal import ABORTED, COMMITTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.probe import probe_services
+from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, mib, short
 from composeguard.state import make_private_dir, write_atomic
-from composeguard.storage.base import Backend, Dataset, Snapshot
-from composeguard.storage.mounts import read_mounts
+from composeguard.storage.base import Dataset, Snapshot
 from composeguard.storage.pathrestore import cleanup, restore_paths
-from composeguard.upargs import rollback_up_options
+from composeguard.storage.resolve import Backends, backends_for
+from composeguard.upgrade.journal import ABORTED, ROLLBACK_FAILED, ROLLED_BACK, Journal
+from composeguard.upgrade.probe import probe_services
+from composeguard.upgrade.retention import apply_retention, release_held_images
+from composeguard.upgrade.trial_teardown import remove_trial
 
 log = logging.getLogger("composeguard.rollback")
 
-Backends = Callable[[str], Backend]  # backend kind ("btrfs", "zfs") -> its backend
 # tmpfs: where the pin overlay (and an abort's old-version file) goes when the state dir is full
 SPARE_DIR = "/run/composeguard"
-
-
-def backends_for(project: Project) -> Backends:
-    """The storage backends of one run (the mount table is read once for all of them)."""
-    from composeguard.storage.resolve import StorageMapper
-
-    return StorageMapper(project, read_mounts()).backend
 
 
 def destroy_snapshots(backends: Backends, snapshots: list[Snapshot]) -> list[tuple[Snapshot, Exception]]:
@@ -106,8 +100,6 @@ def abort(
     j.step("aborting", reason=reason)
     backends = backends or backends_for(project)
     if j.trial:
-        from composeguard.trial import remove_trial
-
         remove_trial(j, rep, backends)
     left = destroy_snapshots(backends, list(j.snapshots))
     for s, err in left:
@@ -167,7 +159,7 @@ def roll_back(
     try:
         if not docker.wait_for_daemon(120):
             raise GuardError("dockerd does not answer")
-        from composeguard.restorecheck import recheck_restores
+        from composeguard.upgrade.restorecheck import recheck_restores
 
         for line in recheck_restores(j, backend):  # who uses each dataset now (before the stop)
             rep.step(line)
@@ -259,7 +251,7 @@ def roll_back(
             rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
     j.rollback_error = ""
     j.finish(ROLLED_BACK, reason)
-    _release_images(j, rep)  # a committed one rolled back by hand: its old images run again
+    release_held_images(j, rep)  # a committed one rolled back by hand: its old images run again
     if j.unsaved:
         raise RollbackFailed(
             f"the rollback of {j.id} finished ({', '.join(j.changes)} back on the old digest on the "
@@ -279,126 +271,13 @@ def _overlay(pins: PinFile, project: Project) -> list[str]:
     return pins.applied_file(set(project.services), spare_dir=Path(SPARE_DIR))
 
 
-def apply_retention(project: Project, rep: Reporter, backends: Backends | None = None) -> None:
-    """Keep the snapshots of the last ``retention`` committed transactions, and the
-    pre-upgrade snapshots and failed states of the last ``keep_rollbacks`` rolled-back (or
-    aborted) ones; release older ones. Only what composeguard's own journals record is ever
-    destroyed, and a failure to release is a warning (the pool keeps it; the next run retries)."""
-    settings = project.settings
-    journals = [j for j in Journal.all(project.name) if j.command != "provision" and not j.snapshots_released]
-    committed = [j for j in journals if j.outcome == COMMITTED and j.snapshots]
-    failed = [j for j in journals if j.outcome in (ROLLED_BACK, ABORTED) and (j.snapshots or j.failed_states)]
-    backend = backends or backends_for(project)
-    for j in committed[: -settings.retention]:
-        if _release(j, backend, rep, [s.name for s in j.snapshots]):
-            _release_images(j, rep)
-    for j in failed[: -settings.keep_rollbacks]:
-        # the failed states first: on ZFS a failed dataset kept whole is a clone of the
-        # pre-upgrade snapshot, which cannot be destroyed while the clone exists
-        _release(j, backend, rep, [*kept_failed_states(j), *(s.name for s in j.snapshots)], failed=True)
-
-
-def kept_failed_states(j: Journal) -> list[str]:
-    """The names of what ``j`` kept of the failed version: a directory-level restore's failed
-    snapshot (``restores[...]["failed"]``; ``failed_states`` has where it is read), a whole
-    restore's failed dataset or subvolume."""
-    by_path = [r["failed"] for r in j.restores.values() if r.get("failed")]
-    seen = {*by_path, *(r.get("failed_root") for r in j.restores.values())}
-    return [*by_path, *(f for f in j.failed_states if f not in seen)]
-
-
-def _release(j: Journal, backend: Backends, rep: Reporter, names: list[str], failed: bool = False) -> bool:
-    """Destroy what ``j`` kept (snapshots, failed states); True when all of it is gone."""
-    for name in names:
-        try:  # a Btrfs snapshot or subvolume is a path; a ZFS name never starts with "/"
-            backend("btrfs" if name.startswith("/") else "zfs").destroy(name)
-        except (StorageError, OSError) as err:
-            rep.warn(f"retention could not release {name} of {j.id}: {err}")
-            return False
-    j.snapshots_released = True
-    j.save()
-    what = "pre-upgrade snapshots and failed state" if failed else "snapshots"
-    rep.step(f"retention: released the {what} of {j.id}")
-    return True
-
-
-def _release_images(j: Journal, rep: Reporter) -> None:
-    from composeguard.imagehold import release_images
-
-    problem = release_images(j.project, j.id)
-    if problem:
-        rep.warn(f"could not release the old images held for {j.id}: {problem}")
-
-
 def check_restore_mounts(j: Journal) -> None:
     """Before a rollback from the journal (``rollback``, ``recover``) changes anything: a whole
-    ZFS restore mounts, so it must run in dockerd's mount namespace (mountns.py)."""
+    ZFS restore mounts, so it must run in dockerd's mount namespace (storage/mountns.py)."""
     whole = [
         s.dataset.name for s in j.snapshots if s.dataset.backend == "zfs" and s.dataset.name not in j.restores
     ]
     if whole:
-        from composeguard.mountns import check_dockerd_namespace
+        from composeguard.storage.mountns import check_dockerd_namespace
 
         check_dockerd_namespace(f"the rollback of {j.id} ({whole[0]}, a whole ZFS dataset)")
-
-
-def _before_snapshots() -> tuple[str, ...]:
-    """The phases in which nothing of the live version has changed: the trial's too."""
-    from composeguard.trial import TRIAL_PHASES
-
-    return ("started", "recorded", "quiescing", "aborting", *TRIAL_PHASES)
-
-
-def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter, backends: Backends) -> None:
-    """A kill between making a snapshot and journaling it (or, on ZFS, after the one atomic
-    snapshot of several datasets) leaves snapshots the journal does not list: take them into
-    the journal, so that the abort destroys them or the rollback can use them."""
-    recorded = {s.dataset.name for s in j.snapshots}
-    for d in j.datasets:
-        if d.name in recorded:
-            continue
-        snap = backends(d.backend).find_snapshot(d, j.project, j.id)
-        if snap is not None:
-            rep.step(f"found the unrecorded snapshot {snap.name}")
-            j.snapshots.append(snap)
-            j.save()
-
-
-def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
-    """Finish a transaction that was killed: before its snapshots were complete it is undone
-    (nothing had changed); after that it is rolled back to the old version on the old data."""
-    if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
-        rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
-        j.outcome, j.finished = None, None
-        if len(j.steps) > 1 and j.steps[-2].get("phase") == "aborting":
-            j.phase = "aborting"  # an abort that could not start the old version: abort again
-    else:
-        rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")
-    backends = backends_for(project)
-    _adopt_unrecorded_snapshots(project, j, rep, backends)
-    pin_files = PinFile(project.name).applied_file(set(project.services))
-    if j.trial.get("verdict") == "failed" and j.trial.get("state") != "removed" and not j.snapshots_released:
-        # killed after the trial's verdict: finish it (pin, keep its clones); the live
-        # version was never stopped
-        from composeguard.trial import finish_failed_trial
-
-        if j.phase in (*_before_snapshots(), "pinned"):
-            try:
-                finish_failed_trial(project, j, rep, backends)
-            except RolledBack as e:
-                rep.step(f"recovered: {e}")
-            return 0
-    if j.phase in _before_snapshots():
-        try:
-            abort(project, j, pin_files, GuardError("interrupted before the snapshots"), rep, backends)
-        except RollbackFailed:
-            raise  # the old version could not be started again: exit 4, recover once more
-        except GuardError as e:
-            rep.step(f"recovered: {e}")
-        return 0
-    check_restore_mounts(j)
-    try:
-        roll_back(project, j, j.reason or f"interrupted at '{j.phase}'", rep, backends)
-    except RolledBack as e:
-        rep.step(f"recovered: {e}")
-    return 0

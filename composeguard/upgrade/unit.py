@@ -20,13 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-
-def paths_overlap(a: str, b: str) -> bool:
-    """Whether one of two absolute real paths is the other or lies inside it."""
-    a, b = a.rstrip("/") or "/", b.rstrip("/") or "/"
-    if a == b or a == "/" or b == "/":
-        return True
-    return a.startswith(b + "/") or b.startswith(a + "/")
+from composeguard.storage.mounts import paths_overlap
 
 
 def rollback_unit(

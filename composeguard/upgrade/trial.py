@@ -29,37 +29,26 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from composeguard import execute
 from composeguard.compose import docker
 from composeguard.compose.project import Project
-from composeguard.errors import ConfigError, GuardError, RolledBack, StorageError, last_line
+from composeguard.errors import ConfigError, GuardError, last_line
 from composeguard.faults import pause_point
-from composeguard.journal import ROLLED_BACK, Journal
-from composeguard.pins import PinFile
-from composeguard.planner import Plan
-from composeguard.probe import DOCKERD_GONE, probe_services
 from composeguard.report import Reporter, short
-from composeguard.snapshotting import snapshot_as_one_moment, tags_for
 from composeguard.storage.base import Clone, Dataset, Snapshot
-from composeguard.trial_model import TrialModel, trial_model
+from composeguard.upgrade.journal import Journal
+from composeguard.upgrade.planner import Plan
+from composeguard.upgrade.probe import DOCKERD_GONE, probe_services
+from composeguard.upgrade.rollback import abort
+from composeguard.upgrade.snapshotting import snapshot_as_one_moment, tags_for
+from composeguard.upgrade.trial_model import TrialModel, trial_model
+from composeguard.upgrade.trial_teardown import finish_failed_trial, remove_trial, trial_compose
 
 log = logging.getLogger("composeguard.trial")
 
-# The journal's phases while a trial runs: the live version has not been stopped.
-TRIAL_PHASES = (
-    "trial-snapshotting",
-    "trial-cloning",
-    "trial-starting",
-    "trial-probing",
-    "trial-removing",
-    "trial-removed",
-    "trial-passed",
-)
 NEVER_STARTED = "0001-01-01T00:00:00Z"  # Docker's StartedAt of a container that never ran
 PLACEHOLDER = "/run/composeguard/trial/clone-of"  # plan time: where a clone would be
 
@@ -106,7 +95,7 @@ def check_trial(plan: Plan, flag: bool = False) -> TrialCheck:
     check.refusals = list(model.refusals)
     mounting = [d.name for d in datasets if d.backend == "zfs" or d.root]
     if mounting:
-        from composeguard.mountns import namespace_problem
+        from composeguard.storage.mountns import namespace_problem
 
         problem = namespace_problem(f"a trial (it mounts a clone of {mounting[0]})")
         if problem:
@@ -198,8 +187,6 @@ class Trial:
             self.clone()
             failures, judged = self.start_and_probe()
         except BaseException as e:  # noqa: BLE001 - Ctrl-C included: the trial is undone
-            from composeguard.rollback import abort
-
             abort(self.project, j, self.pin_files, e, self.rep, self.backends)
         if failures and judged:
             j.trial["verdict"] = "failed"
@@ -345,113 +332,3 @@ def frozen_for_trial(plan: Plan) -> list[str]:
 
 def plan_images(j: Journal) -> list[str]:
     return [f"{s} {short(c.new_digest or c.new_image_id or c.new_ref)}" for s, c in sorted(j.changes.items())]
-
-
-def trial_compose(t: dict[str, Any], args: list[str], check: bool = False):
-    """``docker compose`` on the trial's own project (its file in the transaction's folder)."""
-    folder = str(Path(t["file"]).parent)
-    argv = execute.compose_command("-p", t["name"], "-f", t["file"], "--project-directory", folder, *args)
-    return execute.run(argv, capture=True, check=check)
-
-
-def stop_trial_containers(t: dict[str, Any]) -> None:
-    """Remove the trial's containers, anonymous volumes and network: by its compose file,
-    then whatever is still labelled with its project name (a file lost with a full disk)."""
-    if os.path.exists(t["file"]):
-        trial_compose(t, ["down", "--volumes", "--remove-orphans", "--timeout", "10"])
-    left = [c.id for c in docker.project_containers(t["name"])]
-    if left:
-        execute.run([docker.docker_binary(), "rm", "--force", "--volumes", *left], check=False, capture=True)
-    net = f"{t['name']}_default"
-    if (
-        execute.run([docker.docker_binary(), "network", "inspect", net], check=False, capture=True).returncode
-        == 0
-    ):
-        execute.run([docker.docker_binary(), "network", "rm", net], check=False, capture=True)
-
-
-def _clones(t: dict[str, Any]) -> list[Clone]:
-    return [Clone.from_json(c) for c in t.get("clones") or []]
-
-
-def _snapshots(t: dict[str, Any]) -> list[Snapshot]:
-    return [Snapshot.from_json(s) for s in t.get("snapshots") or []]
-
-
-def _adopt(t: dict[str, Any], datasets: list[Dataset], project: str, backends: Any) -> None:
-    """Snapshots made just before a kill, not yet in the journal, are the trial's too."""
-    known = {s["dataset"]["name"] for s in t.get("snapshots") or []}
-    for d in datasets:
-        if d.name not in known:
-            snap = backends(d.backend).find_snapshot(d, project, t["txn"])
-            if snap is not None:
-                t["snapshots"].append(snap.to_json())
-
-
-def remove_trial(j: Journal, rep: Reporter, backends: Any) -> None:
-    """Tear a trial down: containers, then clones (children first), then its snapshots.
-    Idempotent; a clone or snapshot that cannot be destroyed is a warning (kept in the
-    journal for the next ``recover`` or retention)."""
-    t = j.trial
-    if not t or t.get("state") in ("removed", "kept"):
-        return
-    stop_trial_containers(t)
-    _adopt(t, j.datasets, j.project, backends)
-    left: list[str] = []
-    for c in reversed(_clones(t)):
-        try:
-            backends(c.dataset.backend).destroy(c.name)
-        except (StorageError, OSError) as e:
-            left.append(c.name)
-            rep.warn(f"could not destroy the trial's clone {c.name}: {e}")
-    if not left:
-        for s in _snapshots(t):
-            try:
-                backends(s.dataset.backend).destroy(s.name)
-            except (StorageError, OSError) as e:
-                left.append(s.name)
-                rep.warn(f"could not destroy the trial's snapshot {s.name}: {e}")
-    t["state"] = "removed" if not left else "left"
-    j.save()
-
-
-def top_clones(clones: list[Clone]) -> list[Clone]:
-    """Clones not inside another (a ZFS child's clone is destroyed with its parent's)."""
-    return [c for c in clones if not any(o is not c and c.name.startswith(o.name + "/") for o in clones)]
-
-
-def finish_failed_trial(project: Project, j: Journal, rep: Reporter, backends: Any) -> None:
-    """The trial ran and failed: remove its containers, keep its clones read-only as the
-    failed state, pin the bad digest, and end the transaction (exit 3). Can run again."""
-    t = j.trial
-    j.step("trial-removing")
-    stop_trial_containers(t)
-    clones = _clones(t)
-    for c in clones:
-        try:
-            backends(c.dataset.backend).keep_clone(c)
-        except (StorageError, OSError) as e:
-            rep.warn(f"could not make the trial's clone {c.name} read-only: {e}")
-    t["state"] = "kept"
-    # The failed state is the trial's data; retention destroys it (top clones first), then
-    # the snapshots the clones were made from.
-    j.failed_states = [c.name for c in top_clones(clones)]
-    j.snapshots = _snapshots(t)
-    pins = PinFile(project.name)
-    for s, c in j.changes.items():
-        pins.pin(s, c.old_ref, j.id, c.new_digest or c.new_image_id, j.reason)
-    try:
-        pins.save()
-    except (OSError, GuardError) as e:
-        j.unsaved = j.unsaved or f"{pins.path}: {getattr(e, 'strerror', None) or e}"
-    j.step("pinned")
-    j.finish(ROLLED_BACK, j.reason)
-    from composeguard.rollback import apply_retention
-
-    apply_retention(project, rep, backends)
-    kept = ", ".join(j.failed_states) or "(no data)"
-    raise RolledBack(
-        f"{j.reason}; nothing was stopped: the live version runs on, untouched; "
-        f"pinned {', '.join(f'{s}={short(c.old_ref)}' for s, c in j.changes.items())}; "
-        f"the trial's data kept at {kept}; see `composeguard history`"
-    )

@@ -1,6 +1,6 @@
 """How one of composeguard's own commands runs: logging, SIGTERM as Ctrl-C, and every way it
 can end turned into one ``composeguard:`` line and an exit code from the README's table
-(``--debug`` adds the traceback). ``entry.py`` calls :func:`run`; the commands are ``cli.py``."""
+(``--debug`` adds the traceback). ``entry.py`` calls :func:`run`; the commands are ``app.py``."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from typing import Any
 
 import click
 
-from composeguard.cli import main
+from composeguard.cli.app import main
 from composeguard.errors import ExitCode, GuardError
 from composeguard.passthrough import GUARDED_COMMANDS, exec_compose, split_global_options
-from composeguard.pinned import CREATES_CONTAINERS
+from composeguard.pins.pinned import CREATES_CONTAINERS
 
 
 def _setup_logging(debug: bool) -> None:
@@ -39,11 +39,11 @@ def run(args: list[str]) -> None:
     _setup_logging(debug)
     global_options, command, rest = split_global_options(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from composeguard.preflight import ExecInstead
+    from composeguard.upgrade.preflight import ExecInstead
 
     try:
         if command in CREATES_CONTAINERS:
-            from composeguard.pinned import pinned_command
+            from composeguard.pins.pinned import pinned_command
 
             raise ExecInstead(pinned_command(global_options, command, rest))
         argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]

@@ -55,8 +55,8 @@ def _journal_files(project: str) -> set[str]:
 
 def _with_transaction(r: ProjectResult, known: set[str]) -> ProjectResult:
     """Fill in the transaction this run added to the project's journals, if any."""
-    from composeguard.journal import Journal
     from composeguard.state import project_dir
+    from composeguard.upgrade.journal import Journal
 
     new = sorted(_journal_files(r.project) - known)
     if new:
@@ -84,8 +84,8 @@ def update_one(
     trial: bool = False,
     now: bool = False,
 ) -> ProjectResult:
-    from composeguard.policy import Vetoed
-    from composeguard.preflight import ExecInstead, UpRequest, guarded_up
+    from composeguard.upgrade.policy import Vetoed
+    from composeguard.upgrade.preflight import ExecInstead, UpRequest, guarded_up
 
     req = UpRequest(
         global_args=global_args,
@@ -132,7 +132,7 @@ def update_command(
         if as_json:
             click.echo(json.dumps([asdict(r)], indent=2))
         return r.exit_code
-    from composeguard.upargs import dry_run_options
+    from composeguard.compose.upargs import dry_run_options
 
     dry = dry_run_options(global_args)  # passed on to each project
     if services or len(dry) != len(global_args):

@@ -18,10 +18,10 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from composeguard import execute
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.dockercli import docker_binary
 from composeguard.errors import GuardError, last_line
-from composeguard.journal import Journal
+from composeguard.upgrade.journal import Journal
 
 log = logging.getLogger("composeguard.imagehold")
 
@@ -39,7 +39,7 @@ def hold_images(j: Journal) -> list[str]:
     need one hold, not thirty ``docker container create``), all at once; returns one line per
     image it could not hold (a warning: the upgrade is committed either way)."""
     try:
-        volumes = docker.image_volumes([c.old_image_id for c in j.changes.values()])
+        volumes = images.image_volumes([c.old_image_id for c in j.changes.values()])
     except GuardError as e:
         return [f"{', '.join(sorted(j.changes))}: {e}"]
     users: dict[str, list[str]] = {}  # old image ID -> the services that ran it, sorted

@@ -17,9 +17,9 @@ from typing import Any
 
 from composeguard import execute
 from composeguard.errors import CommandError
-from composeguard.journal import Journal
 from composeguard.settings import ProjectSettings
 from composeguard.state import make_private_dir, read_json, state_dir, write_atomic, write_json
+from composeguard.upgrade.journal import Journal
 
 log = logging.getLogger("composeguard.notify")
 
@@ -129,7 +129,7 @@ def send_apprise(urls: list[str], doc: dict[str, Any]) -> None:
 
 
 def _versions(v: dict[str, Any]) -> str:
-    from composeguard.policy import describe
+    from composeguard.upgrade.policy import describe
 
     said = describe(v.get("labels") or {})
     return f" ({said})" if said else ""

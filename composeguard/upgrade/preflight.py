@@ -12,26 +12,28 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composeguard import execute
-from composeguard.compose import docker
+from composeguard.compose import docker, images
 from composeguard.compose.project import Project, resolve
-from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
-from composeguard.errors import ConfigError, GuardError, StorageError, last_line
-from composeguard.lock import project_lock
-from composeguard.pins import PinFile
-from composeguard.planner import Plan, detect_changes, map_storage, record_running, scope_of
-from composeguard.policy import hold_back, run_vetoes, tell_waiting
-from composeguard.report import Reporter, mib, short
-from composeguard.rollback import backends_for, refuse_if_unfinished
-from composeguard.storage.base import by_backend
-from composeguard.transaction import Transaction
-from composeguard.trial import check_trial
-from composeguard.upargs import (
+from composeguard.compose.upargs import (
     UP_OPTIONS_WITH_VALUE,
     dry_run_options,
     is_dry_run,
     parse_up_args,
     upgrade_up_args,
 )
+from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
+from composeguard.errors import ConfigError, GuardError, StorageError, last_line
+from composeguard.lock import project_lock
+from composeguard.pins.pinfile import PinFile
+from composeguard.report import Reporter, mib, short
+from composeguard.storage.base import by_backend
+from composeguard.storage.resolve import backends_for
+from composeguard.upgrade.plan_storage import map_storage
+from composeguard.upgrade.planner import Plan, detect_changes, record_running, scope_of
+from composeguard.upgrade.policy import hold_back, run_vetoes, tell_waiting
+from composeguard.upgrade.rollback import refuse_if_unfinished
+from composeguard.upgrade.transaction import Transaction
+from composeguard.upgrade.trial import check_trial
 
 log = logging.getLogger("composeguard.preflight")
 
@@ -100,7 +102,7 @@ def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) ->
     for svc, pin in pins.pins.items():
         if svc not in running or not project.services.get(svc) or not project.services[svc].image:
             continue
-        info = docker.image_info(project.services[svc].image or "")
+        info = images.image_info(project.services[svc].image or "")
         if info is None:
             continue
         digest = info.digest_for(project.services[svc].image or "") or info.id
@@ -239,7 +241,7 @@ def _pull_and_plan(
             s
             for s in with_images
             if s in running
-            and docker.image_info(pins.image_for(s) or project.services[s].image or "") is None
+            and images.image_info(pins.image_for(s) or project.services[s].image or "") is None
         ]
         _pull(project, missing, pin_files, rep)
     changes = detect_changes(project, pins, running)
@@ -312,7 +314,7 @@ def _held_back(project: Project, changes: dict, req: UpRequest, rep: Reporter) -
         for s, c in sorted(held.available.items())
     ]
     if held.fresh:
-        from composeguard.notify import notify_available
+        from composeguard.upgrade.notify import notify_available
 
         notify_available(project, {s: held.available[s] for s in held.fresh})
     return held.install
