@@ -8,7 +8,29 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONDONTWRITEBYTECODE=1
 
-step() { printf '\n== %s\n' "$*"; }
+# Each phase's time, printed as it ends and all together at the end (or where a phase failed).
+PHASES=()
+phase_name="" phase_start=$SECONDS
+end_phase() {
+    [ -n "$phase_name" ] || return 0
+    local took=$((SECONDS - phase_start))
+    PHASES+=("$(printf '%4dm%02ds  %s' $((took / 60)) $((took % 60)) "$phase_name")")
+    printf '== %s: %dm%02ds\n' "${phase_name%%:*}" $((took / 60)) $((took % 60))
+    phase_name=""
+}
+step() {
+    end_phase
+    printf '\n== %s\n' "$*"
+    phase_name="$*" phase_start=$SECONDS
+}
+summary() {
+    local rc=$?
+    end_phase
+    printf '\n== phase times (%s)\n' "$([ "$rc" = 0 ] && echo "all passed" || echo "FAILED, exit $rc")"
+    printf '%s\n' "${PHASES[@]}"
+    printf '%4dm%02ds  in all\n' $((SECONDS / 60)) $((SECONDS % 60))
+}
+trap summary EXIT
 
 step "lab: packages, dockerd, registry, Btrfs pool, images"
 if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
@@ -26,8 +48,14 @@ step "package: build the sdist and wheel, twine check, install the wheel (a fres
 bash lab/package-check.sh
 bash lab/units-check.sh
 
-step "end-to-end tests on the lab (real dockerd, registry, Btrfs)"
-COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q --durations=15 -m lab tests
+step "end-to-end tests on the lab (real dockerd, registry, Btrfs), three at a time"
+# Most of a lab test is waiting (probes, stop grace, healthchecks): three run side by side,
+# each in its own project, registry repository, subvolumes and state dir. What changes the
+# ground under every test (restarting dockerd) is marked `serial` and runs alone afterwards.
+COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q -n "${COMPOSEGUARD_LAB_WORKERS:-3}" \
+    --durations=15 -m "lab and not serial" tests
+step "end-to-end tests that run alone (they restart dockerd)"
+COMPOSEGUARD_REQUIRE_LAB=1 .venv/bin/python -m pytest -q --durations=5 -m "lab and serial" tests
 
 if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     step "ZFS inside the OpenZFS guest: the binding, the backend, and the upgrade scenarios on datasets"
@@ -47,4 +75,4 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
         -m "zfs or lab" tests/zfs tests/lab/test_upgrade.py tests/lab/test_shared_dataset.py \
         tests/lab/test_kill_recovery.py tests/lab/test_provision.py tests/lab/test_trial.py
 fi
-step "all tests passed"
+end_phase

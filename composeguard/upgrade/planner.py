@@ -168,15 +168,15 @@ def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> l
 def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
     """What runs now, read before any pull: image ID and repo digest per service."""
     running: dict[str, Running] = {}
-    images: dict[str, images.ImageInfo | None] = {}  # twenty services often share one image
+    seen: dict[str, images.ImageInfo | None] = {}  # twenty services often share one image
     for c in docker.project_containers(project.name):
         if c.service not in scope:
             continue
         r = running.get(c.service)
         if r is None:
-            if c.image_id not in images:
-                images[c.image_id] = images.image_info(c.image_id)
-            info = images[c.image_id]
+            if c.image_id not in seen:
+                seen[c.image_id] = images.image_info(c.image_id)
+            info = seen[c.image_id]
             digest = info.digest_for(c.image_ref) if info else None
             running[c.service] = Running(c.service, [c.id], c.image_id, digest)
         else:
@@ -197,13 +197,13 @@ def detect_changes(
     """Services whose container would run another image. ``remote`` maps service -> the
     registry's current repo digest (for ``plan``); otherwise local images are compared."""
     changes: dict[str, Change] = {}
-    images: dict[str, images.ImageInfo | None] = {}
+    seen: dict[str, images.ImageInfo | None] = {}
     new_info: dict[str, images.ImageInfo | None] = {}
 
     def image(ref: str) -> images.ImageInfo | None:
-        if ref not in images:
-            images[ref] = images.image_info(ref)
-        return images[ref]
+        if ref not in seen:
+            seen[ref] = images.image_info(ref)
+        return seen[ref]
 
     for svc, r in running.items():
         ref = wanted_ref(project, pins, svc)

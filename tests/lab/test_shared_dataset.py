@@ -92,6 +92,11 @@ def lines_are_complete(path: Path) -> list[int]:
     return nums
 
 
+@same_on_zfs(
+    "the directory-level restore from a ZFS snapshot is tests/zfs' backend work (test_treecopy_zfs.py, "
+    "test_zfs_restorecheck.py, the layouts of test_zfs_backend.py); another project's writes in a shared "
+    "dataset on ZFS with Docker: test_trial.py's shared-dataset trial"
+)
 def test_failed_upgrade_restores_only_the_units_directory(
     lab_project: LabProject, other_project: LabProject, tmp_path: Path
 ) -> None:
