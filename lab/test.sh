@@ -61,12 +61,11 @@ if [ "${COMPOSEGUARD_SKIP_ZFS:-0}" != 1 ]; then
     step "ZFS inside the OpenZFS guest: the binding, the backend, and the upgrade scenarios on datasets"
     # dockerd and a registry run inside the guest (--docker); tests/lab/test_upgrade.py runs
     # there with COMPOSEGUARD_LAB_STORAGE=zfs, so its volumes are ZFS datasets.
-    # Under TCG a Docker scenario takes two to four minutes: by default the guest runs the
-    # ZFS-specific ones and the backend tests. Measured on a clean clone on 2026-12-07 (step 14,
-    # on a machine about 1.8x slower than on 2026-12-04): host part 37 min, guest 64 min (the
-    # trial 410 s, the seed story 403 s, the directory-level restore 383 s, mixed storage 343 s,
-    # provision 185 s); 101 min in all. The last two now run only under COMPOSEGUARD_ZFS_FULL
-    # (about 9 min less); step 16 brings the whole command to 60 min.
+    # Under TCG a Docker scenario takes two to seven minutes: by default the guest runs the
+    # binding and backend tests and the few Docker scenarios where ZFS changes what Docker sees
+    # (README, Development). On 2026-12-07 a clean clone took 101 min in all (host 37, guest 64);
+    # step 16 moved four guest scenarios under COMPOSEGUARD_ZFS_FULL (their ZFS part is a
+    # backend test) and runs the host lab tests three at a time (35 -> 16 min).
     # COMPOSEGUARD_ZFS_FULL=1 runs every one (about 1.75 h). The timeout leaves room for a slower
     # machine within CI's 90 min.
     if [ "${COMPOSEGUARD_ZFS_FULL:-0}" = 1 ]; then guest_timeout=6000; else guest_timeout=3900; fi

@@ -36,15 +36,15 @@ pytestmark = pytest.mark.lab
 # points below run there with `recover`; "just run up -d again" refuses first and then takes
 # the same recover path, which the Btrfs runs cover. COMPOSEGUARD_KILL_POINTS=a,b picks points
 # (a quick local run; "all" for every point).
-# In the guest the points are those where ZFS does something of its own: the one atomic
-# snapshot of several datasets (between-snapshots: recover must find and adopt it), a
-# clone-promote-rename restore cut in the middle (restored-one: one dataset swapped, the other
-# not) and the directory-level restore without RENAME_EXCHANGE (dir-copied: OpenZFS 2.1 swaps
-# by two renames; with COMPOSEGUARD_ZFS_FULL=1 only, as the swap it cuts before is the same
-# code as the uninterrupted directory restore of test_shared_dataset.py). At the other points
-# composeguard does the same thing on either storage; they run on Btrfs, and keeping them out
-# of the guest keeps the CI run within its time.
-ZFS_POINTS = ("between-snapshots", "restored-one") + (("dir-copied",) if GUEST_FULL else ())
+# In the guest the point is where ZFS does something of its own: a clone-promote-rename
+# restore cut in the middle (restored-one: one dataset swapped, the other not). With
+# COMPOSEGUARD_ZFS_FULL=1 also: the one atomic snapshot of several datasets (between-snapshots:
+# recover finds it by the tags tests/zfs/test_zfs_backend.py checks on the pool, then adopts
+# it as on Btrfs) and the directory-level restore without RENAME_EXCHANGE (dir-copied: OpenZFS
+# 2.1 swaps by two renames, the same code as the uninterrupted directory restore). At the
+# other points composeguard does the same thing on either storage; they run on Btrfs, and
+# keeping them out of the guest keeps the CI run within its time.
+ZFS_POINTS = ("restored-one",) + (("between-snapshots", "dir-copied") if GUEST_FULL else ())
 _default = "all" if STORAGE != "zfs" else ",".join(ZFS_POINTS)
 _chosen = os.environ.get("COMPOSEGUARD_KILL_POINTS", _default)
 SELECTED = POINTS if _chosen == "all" else tuple(p for p in POINTS if p in _chosen.split(","))

@@ -88,6 +88,13 @@ def test_one_atomic_snapshot_per_pool_with_tags_and_hold(datasets) -> None:
     assert get(names[0], "composeguard:txn") == "T1"
     assert get(names[0], "composeguard:project") == "proj"
     assert "composeguard" in zfs("holds", "-H", names[1])
+    # What recover adopts after a kill between this one snapshot and the journal saying so
+    # (the kill table's between-snapshots point, which runs in the guest only under
+    # COMPOSEGUARD_ZFS_FULL=1): each dataset's snapshot of that transaction, none of another.
+    for snap in snaps:
+        found = backend().find_snapshot(snap.dataset, "proj", "T1")
+        assert found is not None and found.name == snap.name
+        assert backend().find_snapshot(snap.dataset, "proj", "T2") is None
 
 
 def test_restore_keeps_foreign_snapshots_failed_state_and_local_properties(datasets) -> None:
