@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 def _sleep(seconds: float) -> None:
@@ -20,8 +21,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-@dataclass(frozen=True)
-class Instant:
+class Instant(NamedTuple):
     """One moment on both clocks, read together."""
 
     mono: float

@@ -21,7 +21,7 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from composeguard import execute
@@ -160,13 +160,9 @@ class Waiting:
     min_age: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "service": self.service,
-            "digest": self.digest,
-            "first_seen": self.first_seen,
-            "installable_from": self.installable_from,
-            "min_age_seconds": self.min_age,
-        }
+        out = asdict(self)
+        out["min_age_seconds"] = out.pop("min_age")  # last, as before
+        return out
 
 
 @dataclass

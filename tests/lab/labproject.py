@@ -82,6 +82,20 @@ def run(args: list[str], check: bool = False, **kw) -> subprocess.CompletedProce
     return harness.run(args, check=check, **kw)
 
 
+def unavailable(reason: str) -> None:
+    """Skip, or fail where the lab is required (CI sets COMPOSEGUARD_REQUIRE_LAB=1)."""
+    if os.environ.get("COMPOSEGUARD_REQUIRE_LAB") == "1":
+        pytest.fail(f"the lab is required but {reason}")
+    pytest.skip(reason)
+
+
+def output(*args: str | Path) -> str:
+    """stdout of a command that must succeed (its stderr in the failure)."""
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(map(str, args))} failed: {r.stderr.strip()}"
+    return r.stdout
+
+
 def tree(path: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file below ``path`` (byte-identity check)."""
     out = {}
@@ -127,6 +141,17 @@ class LabProject:
         out = run(["docker", "push", ref], check=True).stdout
         digest = next(w for w in out.split() if w.startswith("sha256:"))
         return f"{self.repo}/{name}@{digest}"
+
+    def upgrade_commits(self, local: str = "lab/app:v3", name: str = "app") -> dict:
+        """``local`` pushed as the service's new image, then ``up -d --pull always``: it exits 0,
+        runs the new digest and commits. The transaction from history."""
+        new = self.push(local, name)
+        r = self.cg("up", "-d", "--pull", "always")
+        assert r.returncode == 0, r.stderr
+        assert new in self.running_digests(name)
+        txn = self.history()[-1]
+        assert txn["outcome"] == "committed"
+        return txn
 
     def volume(self, name: str, files: dict[str, str] | None = None) -> Path:
         """A data volume on the lab's storage: a Btrfs subvolume, or a ZFS dataset in the guest."""

@@ -10,30 +10,16 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.labproject import POOL, delete_subvolumes
+from tests.lab.labproject import POOL, delete_subvolumes, output, unavailable
 
 pytestmark = pytest.mark.lab
 
 TXN = "20261204T051111Z-ab12-trial"
-
-
-def _unavailable(reason: str) -> None:
-    """Skip, or fail where the lab is required (CI sets COMPOSEGUARD_REQUIRE_LAB=1)."""
-    if os.environ.get("COMPOSEGUARD_REQUIRE_LAB") == "1":
-        pytest.fail(f"the lab is required but {reason}")
-    pytest.skip(reason)
-
-
-def _out(*args: str | Path) -> str:
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(map(str, args))} failed: {r.stderr.strip()}"
-    return r.stdout
 
 
 @pytest.fixture
@@ -41,10 +27,10 @@ def live() -> Iterator[tuple[Path, str]]:
     """A fresh subvolume POOL/cl-<random> holding data.txt, and a project name of its own;
     the subvolume and everything composeguard made for that project deleted afterwards."""
     if not os.path.ismount(POOL):
-        _unavailable(f"the lab's Btrfs pool is not mounted at {POOL} (run lab/lab.sh up)")
+        unavailable(f"the lab's Btrfs pool is not mounted at {POOL} (run lab/lab.sh up)")
     tag = secrets.token_hex(4)
     sv, project = POOL / f"cl-{tag}", f"cgclone-{tag}"
-    _out("btrfs", "subvolume", "create", sv)
+    output("btrfs", "subvolume", "create", sv)
     (sv / "data.txt").write_text("before\n")
     try:
         yield sv, project
@@ -69,13 +55,13 @@ def _backend():
 
 def _uuid(p: str | Path) -> str:
     line = next(
-        ln for ln in _out("btrfs", "subvolume", "show", p).splitlines() if ln.strip().startswith("UUID:")
+        ln for ln in output("btrfs", "subvolume", "show", p).splitlines() if ln.strip().startswith("UUID:")
     )
     return line.split(":", 1)[1].strip()
 
 
 def _ro(p: str | Path) -> str:
-    return _out("btrfs", "property", "get", "-ts", p, "ro").strip()
+    return output("btrfs", "property", "get", "-ts", p, "ro").strip()
 
 
 def test_clone_is_writable_isolated_idempotent_kept_read_only_and_destroyed(live) -> None:
@@ -141,7 +127,7 @@ def test_something_in_the_clones_place_is_refused_and_destroy_refuses_what_is_no
         be.destroy(str(trial / sv.name))
     assert (trial / sv.name).is_dir()
     (trial / sv.name).rmdir()
-    _out("btrfs", "subvolume", "create", trial / sv.name)  # a subvolume that is no copy of pre
+    output("btrfs", "subvolume", "create", trial / sv.name)  # a subvolume that is no copy of pre
     with pytest.raises(StorageError, match="not composeguard's clone"):
         be.clone([snap], TXN)
 

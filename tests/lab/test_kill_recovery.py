@@ -149,8 +149,7 @@ def test_kill_during_a_directory_level_restore(
     v1 = p.push("lab/app:v1", "app")
     shared = shared_layout(p)
     deploy_a(p, shared / "a")
-    start_writer(q, shared / "b")
-    writer = q.container("writer")
+    writer = start_writer(q, shared / "b")
     before = meta_tree(shared / "a")
     p.push("lab/app:v2", "app")
 

@@ -54,7 +54,8 @@ def deploy_a(p: LabProject, data: Path, *also: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def start_writer(q: LabProject, path: Path) -> None:
+def start_writer(q: LabProject, path: Path) -> dict:
+    """Project B's writer appending numbered lines into ``path``; its container."""
     q.write_compose({
         "services": {
             "writer": {
@@ -67,6 +68,7 @@ def start_writer(q: LabProject, path: Path) -> None:
     })
     r = q.compose("up", "-d")
     assert r.returncode == 0, r.stderr
+    return q.container("writer")
 
 
 def up_pausing_at(p: LabProject, point: str, action, tmp: Path) -> tuple[subprocess.Popen, str]:
@@ -106,8 +108,7 @@ def test_failed_upgrade_restores_only_the_units_directory(
     (shared / "a.conf").write_text("setting=1\n")  # A also binds one file of the dataset
     os.chmod(shared / "a.conf", 0o640)
     deploy_a(p, shared / "a", f"{shared / 'a.conf'}:/etc/a.conf")
-    start_writer(q, shared / "b")
-    writer = q.container("writer")
+    writer = start_writer(q, shared / "b")
     before_a = meta_tree(shared / "a")
     conf = os.lstat(shared / "a.conf")
     time.sleep(1)
@@ -349,8 +350,7 @@ def test_rollback_by_hand_asks_again_who_uses_the_dataset(
     assert r.returncode == 0, r.stderr
     (ds / "a" / "db.txt").write_text("rows of v3\n")
     (ds / "b").mkdir()
-    start_writer(q, ds / "b")  # a week later: B moves in
-    writer = q.container("writer")
+    writer = start_writer(q, ds / "b")  # a week later: B moves in
     time.sleep(1)
     assert len(lines_are_complete(ds / "b" / "lines.txt")) >= 2
 

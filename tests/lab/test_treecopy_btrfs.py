@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from composeguard.storage.treecopy import copy_tree, remove_tree
-from tests.lab.labproject import POOL
+from tests.lab.labproject import POOL, output, unavailable
 from tests.treecompare import MiB, assert_same_tree, build_tree, snapshot_tree
 
 pytestmark = pytest.mark.lab
@@ -28,29 +28,16 @@ pytestmark = pytest.mark.lab
 BIG = 64 * MiB
 
 
-def _unavailable(reason: str) -> None:
-    """Skip, or fail where the lab is required (CI sets COMPOSEGUARD_REQUIRE_LAB=1)."""
-    if os.environ.get("COMPOSEGUARD_REQUIRE_LAB") == "1":
-        pytest.fail(f"the lab is required but {reason}")
-    pytest.skip(reason)
-
-
-def _run(*args: str | Path) -> str:
-    r = subprocess.run([str(a) for a in args], capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(map(str, args))} failed: {r.stderr.strip()}"
-    return r.stdout
-
-
 @pytest.fixture
 def subvolume() -> Iterator[tuple[Path, list[Path]]]:
     """A fresh subvolume POOL/tc-<random>, and a list the test adds its snapshots to; all of
     them deleted afterwards."""
     if not os.path.ismount(POOL):
-        _unavailable(f"the lab's Btrfs pool is not mounted at {POOL} (run lab/lab.sh up)")
+        unavailable(f"the lab's Btrfs pool is not mounted at {POOL} (run lab/lab.sh up)")
     if not shutil.which("setfacl"):
-        _unavailable("setfacl is missing (Debian package acl; lab/install-packages.sh installs it)")
+        unavailable("setfacl is missing (Debian package acl; lab/install-packages.sh installs it)")
     sv = POOL / f"tc-{secrets.token_hex(4)}"
-    _run("btrfs", "subvolume", "create", sv)
+    output("btrfs", "subvolume", "create", sv)
     snaps: list[Path] = []
     try:
         yield sv, snaps
@@ -65,7 +52,7 @@ def subvolume() -> Iterator[tuple[Path, list[Path]]]:
 
 def _extents(path: Path) -> list[tuple[int, int, int]]:
     """(logical start, physical start, length) of every extent, from ``filefrag -v`` (FIEMAP)."""
-    out = _run("filefrag", "-v", "-b4096", path)
+    out = output("filefrag", "-v", "-b4096", path)
     ext = []
     for line in out.splitlines():
         m = re.match(r"\s*\d+:\s+(\d+)\.\.\s*(\d+):\s+(\d+)\.\.\s*(\d+):\s+(\d+):", line)
@@ -76,7 +63,7 @@ def _extents(path: Path) -> list[tuple[int, int, int]]:
 
 def _du(path: Path) -> tuple[int, int, int]:
     """(total, exclusive, set shared) bytes of ``btrfs filesystem du -s --raw``."""
-    last = _run("btrfs", "filesystem", "du", "-s", "--raw", path).strip().splitlines()[-1]
+    last = output("btrfs", "filesystem", "du", "-s", "--raw", path).strip().splitlines()[-1]
     total, exclusive, shared = (int(x) for x in last.split()[:3])
     return total, exclusive, shared
 
@@ -91,7 +78,7 @@ def test_restore_a_directory_from_a_readonly_snapshot(subvolume, method: str) ->
     want = {"holes": True, "user_xattrs": True, "acl": True, "nocow": True, "symlink_xattr": True}
     assert info == want, info
     snap = POOL / f"{sv.name}-pre"
-    _run("btrfs", "subvolume", "snapshot", "-r", sv, snap)
+    output("btrfs", "subvolume", "snapshot", "-r", sv, snap)
     snaps.append(snap)
     src = snap / "dir"
     outside_before = snapshot_tree(outside)
@@ -117,8 +104,8 @@ def test_restore_a_directory_from_a_readonly_snapshot(subvolume, method: str) ->
     assert "system.posix_acl_access" in copy[b"a/f640"]["xattrs"]
     assert "system.posix_acl_default" in copy[b"a/b"]["xattrs"]
     assert "system.posix_acl_access" in copy[b"a/b/inherits-acl"]["xattrs"]
-    assert "user:1234:rwx" in _run("getfacl", "-n", "-c", dst / "a" / "f640").split()
-    assert "default:group:5678:r-x" in _run("getfacl", "-n", "-c", dst / "a" / "b").split()
+    assert "user:1234:rwx" in output("getfacl", "-n", "-c", dst / "a" / "f640").split()
+    assert "default:group:5678:r-x" in output("getfacl", "-n", "-c", dst / "a" / "b").split()
     assert copy[b"nocow-file"]["nocow"] and copy[b"nocow-dir"]["nocow"] and copy[b"nocow-dir/db"]["nocow"]
     assert not copy[b"nocow-dir/cow-in-nocow"]["nocow"]
     assert len(copy[b"sparse.bin"]["data"]) == 3

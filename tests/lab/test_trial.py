@@ -137,8 +137,7 @@ def test_a_trial_on_a_shared_dataset_leaves_the_other_projects_writes_alone(
     p, q = lab_project, other_project
     shared = shared_layout(p)
     deploy(p, shared / "a")
-    start_writer(q, shared / "b")
-    writer = q.container("writer")
+    writer = start_writer(q, shared / "b")
     before = tree(shared / "a")
     p.push("lab/app:v2", "app")
 

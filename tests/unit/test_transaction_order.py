@@ -225,19 +225,22 @@ def test_probe_failure_rolls_back_in_order(world: World) -> None:
     assert [b.digest for b in PinFile("shop").pins["app"].bad] == [NEW]
 
 
+# A unit (app, db) with a neighbour (worker) that writes into db, up to the probe.
+WORKER_HELD_UNTIL_PROBE = [
+    ("stop worker", "quiescing"),
+    (REPLACE, "quiescing"),
+    ("snapshot /pool/shop-app", "quiescing"),
+    ("up --pull missing -d app db", "starting"),
+    ("probe app", "probing"),
+]
+
+
 def test_a_neighbour_is_stopped_before_the_snapshot_and_started_after_the_commit(world: World) -> None:
     # worker writes into db, which a rollback would put back: it must not write meanwhile, so
     # the new version's `up` (all services: the user named none) must not start it either
     world.probe_ok = [True]
     assert start(world, around=("worker",)).run() == 0
-    assert world.log == [
-        ("stop worker", "quiescing"),
-        (REPLACE, "quiescing"),
-        ("snapshot /pool/shop-app", "quiescing"),
-        ("up --pull missing -d app db", "starting"),
-        ("probe app", "probing"),
-        ("up --pull missing -d worker", "committed"),
-    ]
+    assert world.log == [*WORKER_HELD_UNTIL_PROBE, ("up --pull missing -d worker", "committed")]
     assert Journal.load("shop", world.journal.id).held == ["worker"]
 
 
@@ -246,11 +249,7 @@ def test_a_neighbour_stays_stopped_until_the_rollback_has_restored(world: World)
     with pytest.raises(RolledBack):
         start(world, around=("worker",)).run()
     assert world.log == [
-        ("stop worker", "quiescing"),
-        (REPLACE, "quiescing"),
-        ("snapshot /pool/shop-app", "quiescing"),
-        ("up --pull missing -d app db", "starting"),
-        ("probe app", "probing"),
+        *WORKER_HELD_UNTIL_PROBE,
         ("stop app db worker", "stopping-unit"),
         ("restore /pool/shop-app", "restoring"),
         ("up --detach --no-recreate --no-deps --pull missing --no-build db", "pinned"),

@@ -28,6 +28,11 @@ def load(name: str) -> dict[str, Any]:
     return yaml.safe_load((DATA / f"{name}.yml").read_text())
 
 
+def one_service(name: str, binds: dict[str, str], image: str):  # noqa: ANN201 - a TrialModel
+    """The trial of a project whose one service has the project's name (data/<name>.yml)."""
+    return trial_model(load(name), [name], name, binds, {name: image})
+
+
 NEXTCLOUD_BINDS = {
     "/tank/apps/nextcloud": "/tank/apps/nextcloud-trial",
     "/var/lib/docker/volumes/nextcloud_redis/_data": "/tank/docker-trial/nextcloud_redis/_data",
@@ -191,12 +196,8 @@ def test_immich_cache_cloned_through_volume_paths() -> None:
 
 
 def test_jellyfin_host_network_and_uncloned_media() -> None:
-    trial = trial_model(
-        load("jellyfin"),
-        ["jellyfin"],
-        "jellyfin",
-        {"/tank/apps/jellyfin": "/tank/apps/jellyfin@trial"},
-        {"jellyfin": "jellyfin/jellyfin:10.11.0"},
+    trial = one_service(
+        "jellyfin", {"/tank/apps/jellyfin": "/tank/apps/jellyfin@trial"}, "jellyfin/jellyfin:10.11.0"
     )
     assert trial.refusals == [
         "no trial: service jellyfin shares the network of the host (network_mode: host): "
@@ -216,12 +217,8 @@ def test_jellyfin_host_network_and_uncloned_media() -> None:
 
 
 def test_home_assistant_device_and_probe_on_a_published_port() -> None:
-    trial = trial_model(
-        load("homeassistant"),
-        ["homeassistant"],
-        "homeassistant",
-        {"/srv/hass": "/srv/.trial/hass"},
-        {"homeassistant": "ghcr.io/home-assistant/home-assistant:2025.11.1"},
+    trial = one_service(
+        "homeassistant", {"/srv/hass": "/srv/.trial/hass"}, "ghcr.io/home-assistant/home-assistant:2025.11.1"
     )
     assert trial.refusals == [
         "no trial: service homeassistant uses the device "

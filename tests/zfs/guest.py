@@ -21,3 +21,10 @@ def zfs(*args: str) -> str:
 
 def get(name: str, prop: str) -> str:
     return zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
+
+
+def backend():  # noqa: ANN201 - a ZfsBackend (imported inside the guest only)
+    from composeguard.storage.mounts import read_mounts
+    from composeguard.storage.zfs import ZfsBackend
+
+    return ZfsBackend(read_mounts())

@@ -14,13 +14,12 @@ from composeguard.storage.mounts import read_mounts
 from composeguard.storage.newdataset import ZFS_TAG, create, created_by, destroy, new_name
 from composeguard.storage.zfs import ZfsBackend
 from tests.zfs.guest import GUEST_ONLY, get, zfs
-from tests.zfs.test_zfs_backend import datasets  # noqa: F401 (a fixture)
 
 pytestmark = GUEST_ONLY
 
 
 @pytest.mark.parametrize("rel", ["db", "stacks/arr/sonarr"], ids=["in-the-dataset", "deeper-down"])
-def test_create_at_the_path_then_destroy(datasets, rel: str) -> None:  # noqa: F811
+def test_create_at_the_path_then_destroy(datasets, rel: str) -> None:
     parent_name = datasets("appdata")
     parent = ZfsBackend(read_mounts()).dataset_for(get(parent_name, "mountpoint"))
     path = os.path.join(parent.files_at, rel)
@@ -44,7 +43,7 @@ def test_create_at_the_path_then_destroy(datasets, rel: str) -> None:  # noqa: F
     assert name not in zfs("list", "-H", "-o", "name", "-r", parent_name)
 
 
-def test_a_dataset_without_the_tag_is_never_destroyed(datasets) -> None:  # noqa: F811
+def test_a_dataset_without_the_tag_is_never_destroyed(datasets) -> None:
     parent_name = datasets("appdata")
     child = datasets("appdata/media")  # the user's own child dataset at appdata/media
     parent = ZfsBackend(read_mounts()).dataset_for(get(parent_name, "mountpoint"))

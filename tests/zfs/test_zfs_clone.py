@@ -10,46 +10,16 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.zfs.guest import GUEST_ONLY, POOL, get, zfs
+from tests.zfs.guest import GUEST_ONLY, POOL, backend, get, zfs
 
 pytestmark = GUEST_ONLY
 
 TXN = "20261204T051111Z-ab12-trial"
-
-
-@pytest.fixture
-def datasets():
-    """Fresh datasets under POOL/c<random>, destroyed afterwards (with everything in them)."""
-    parent = f"{POOL}/c{secrets.token_hex(3)}"
-    zfs("create", parent)
-
-    def make(name: str, files: dict[str, str] | None = None, *opts: str) -> str:
-        ds = f"{parent}/{name}"
-        zfs("create", *opts, ds)
-        mp = Path(get(ds, "mountpoint"))
-        for rel, content in (files or {}).items():
-            (mp / rel).write_text(content)
-        return ds
-
-    yield make
-    subprocess.run(["zfs", "destroy", "-R", "-f", parent], capture_output=True)
-    for line in zfs("list", "-H", "-o", "name", "-t", "snapshot").splitlines():
-        if line.startswith(parent):
-            subprocess.run(["zfs", "release", "composeguard", line], capture_output=True)
-    subprocess.run(["zfs", "destroy", "-R", "-f", parent], capture_output=True)
-
-
-def backend():
-    from composeguard.storage.mounts import read_mounts
-    from composeguard.storage.zfs import ZfsBackend
-
-    return ZfsBackend(read_mounts())
 
 
 def tags(txn: str = TXN):

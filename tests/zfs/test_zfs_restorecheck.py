@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.zfs.guest import GUEST_ONLY, get
-from tests.zfs.test_zfs_backend import backend, datasets, tags  # noqa: F401 - the fixture
+from tests.zfs.guest import GUEST_ONLY, backend, get
+from tests.zfs.test_zfs_backend import tags
 
 pytestmark = GUEST_ONLY
 
@@ -27,7 +27,7 @@ def journal_of(ds: str, txn: str, unit_path: str):
     return be, j
 
 
-def test_a_dataset_shared_since_the_upgrade_is_restored_by_directory(datasets, monkeypatch) -> None:  # noqa: F811
+def test_a_dataset_shared_since_the_upgrade_is_restored_by_directory(datasets, monkeypatch) -> None:
     from composeguard.storage.pathrestore import restore_paths
     from composeguard.upgrade import restorecheck
 
@@ -53,7 +53,7 @@ def test_a_dataset_shared_since_the_upgrade_is_restored_by_directory(datasets, m
     assert get(ds, "origin") == "-", "not restored whole: no clone took the dataset's place"
 
 
-def test_a_container_inside_the_units_folder_now_is_a_refusal(datasets, monkeypatch) -> None:  # noqa: F811
+def test_a_container_inside_the_units_folder_now_is_a_refusal(datasets, monkeypatch) -> None:
     from composeguard.compose.docker import ContainerUse
     from composeguard.errors import GuardError
     from composeguard.upgrade import restorecheck
