@@ -22,6 +22,7 @@ from tests.lab.labproject import (
     composeguard_bin,
     meta_tree,
     one_line,
+    poll_until,
     run,
     same_on_zfs,
     zfs,
@@ -94,6 +95,12 @@ def lines_are_complete(path: Path) -> list[int]:
     return nums
 
 
+def still_writes(path: Path, after: int, what: str) -> None:
+    """Wait until B's writer has more than ``after`` lines in ``path``, none missing (a lost
+    line stays lost: the wait then fails, naming it)."""
+    poll_until(lambda: len(lines_are_complete(path)) > after, 60, what)
+
+
 @same_on_zfs(
     "the directory-level restore from a ZFS snapshot is tests/zfs' backend work (test_treecopy_zfs.py, "
     "test_zfs_restorecheck.py, the layouts of test_zfs_backend.py); another project's writes in a shared "
@@ -111,8 +118,7 @@ def test_failed_upgrade_restores_only_the_units_directory(
     writer = start_writer(q, shared / "b")
     before_a = meta_tree(shared / "a")
     conf = os.lstat(shared / "a.conf")
-    time.sleep(1)
-    assert len(lines_are_complete(shared / "b" / "lines.txt")) >= 2
+    still_writes(shared / "b" / "lines.txt", 1, "B's writer to write its first lines")
 
     p.push("lab/app:v2", "app")  # rewrites a/, then fails its healthcheck
     plan = json.loads(p.cg("plan", "--json").stdout)
@@ -147,9 +153,8 @@ def test_failed_upgrade_restores_only_the_units_directory(
     assert now["Id"] == writer["Id"]
     assert now["State"]["StartedAt"] == writer["State"]["StartedAt"]
     assert now["State"]["Running"] and now["RestartCount"] == 0
-    n = len(lines_are_complete(shared / "b" / "lines.txt"))
-    time.sleep(1.5)
-    assert len(lines_are_complete(shared / "b" / "lines.txt")) > n, "B's container still writes to b/"
+    lines = shared / "b" / "lines.txt"
+    still_writes(lines, len(lines_are_complete(lines)), "B's container still writes to b/")
     # Nothing of the restore is left next to a/; the failed state is kept and named.
     assert sorted(x.name for x in shared.iterdir()) == ["a", "a.conf", "b", "notes.txt"]
     txn = p.history()[-1]
@@ -351,8 +356,7 @@ def test_rollback_by_hand_asks_again_who_uses_the_dataset(
     (ds / "a" / "db.txt").write_text("rows of v3\n")
     (ds / "b").mkdir()
     writer = start_writer(q, ds / "b")  # a week later: B moves in
-    time.sleep(1)
-    assert len(lines_are_complete(ds / "b" / "lines.txt")) >= 2
+    still_writes(ds / "b" / "lines.txt", 1, "B's writer to write its first lines")
 
     r = p.cg("rollback")
 
@@ -361,9 +365,8 @@ def test_rollback_by_hand_asks_again_who_uses_the_dataset(
     assert (ds / "a" / "db.txt").read_text() == "rows of v1\n", "A's folder is back"
     now = q.container("writer")
     assert now["Id"] == writer["Id"] and now["State"]["StartedAt"] == writer["State"]["StartedAt"]
-    n = len(lines_are_complete(ds / "b" / "lines.txt"))
-    time.sleep(1.5)
-    assert len(lines_are_complete(ds / "b" / "lines.txt")) > n, "B still writes into its folder"
+    lines = ds / "b" / "lines.txt"
+    still_writes(lines, len(lines_are_complete(lines)), "B still writes into its folder")
     txn = p.history()[-1]
     assert txn["outcome"] == "rolled-back" and txn["restores"][d["dataset"]]["paths"] == [str(ds / "a")]
 
