@@ -27,12 +27,17 @@ def modules() -> dict[str, Path]:
     return out
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def imported(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """The package's modules that ``name`` imports: ``from a import b`` is the module a.b when
     there is one, else a itself."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -147,7 +152,7 @@ def test_no_local_name_hides_an_imported_module() -> None:
     ``up`` failed with an AttributeError the unit tests' fakes never reached."""
     hidden = []
     for path in modules().values():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parsed(path)
         mods = imported_modules(tree)
         for fn in ast.walk(tree):
             if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
@@ -166,7 +171,7 @@ def test_every_attribute_read_off_a_module_is_there() -> None:
 
     missing = []
     for path in modules().values():
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parsed(path)
         mods = imported_modules(tree)
         for n in ast.walk(tree):
             if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id in mods:
