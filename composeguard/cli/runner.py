@@ -22,7 +22,10 @@ from composeguard.pins.pinned import CREATES_CONTAINERS
 def _setup_logging(debug: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.DEBUG if debug else logging.WARNING)
-    handler.setFormatter(logging.Formatter("composeguard: %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(
+        # the milliseconds since composeguard started: where an upgrade's time goes
+        "composeguard: %(relativeCreated)6.0fms %(levelname)s %(name)s: %(message)s"
+    ))
     root = logging.getLogger("composeguard")
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

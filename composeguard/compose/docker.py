@@ -1,4 +1,5 @@
-"""Reads of the running state (``docker … inspect`` JSON) and compose commands for a project.
+"""What runs, read off Docker's state (reads.py: batched, through the CLI or the Engine API),
+and compose commands for a project.
 
 Reads are batched: one ``docker container inspect`` for all of a project's containers, and
 each image is inspected once per step. (python-on-whales, used at first,
@@ -12,13 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from composeguard import execute
+from composeguard.compose import engine
 from composeguard.compose.project import Project
+from composeguard.compose.reads import (
+    DaemonUnreachable,
+    api_get,
+    api_listing,
+    batched_inspect,
+    container_ids,
+    daemon_unreachable,
+    inspect_api,
+    seen_inspects,
+)
 from composeguard.dockercli import docker_binary
 from composeguard.errors import CommandError, GuardError, last_line
 
@@ -39,61 +49,9 @@ class RunningContainer:
     mounts: tuple[tuple[str, str, str, str], ...] = ()
 
 
-# While a plan is made (upgrade/preflight.py), container ID -> its inspect: the plan reads the same
-# containers three times (what runs, their mounts, who else uses a dataset), and one batched
-# inspect of thirty containers takes most of a second on a busy host. None: no reuse.
-_seen: dict[str, dict[str, Any]] | None = None
-
-
-@contextmanager
-def inspect_once() -> Iterator[None]:
-    """Within this block a container is inspected once: later reads of it get that first
-    inspect (the project's lock keeps its own containers as they are; ``docker ps`` still
-    runs every time, so a container made meanwhile is seen)."""
-    global _seen
-    _seen = {}
-    try:
-        yield
-    finally:
-        _seen = None
-
-
-def batched_inspect(kind: str, refs: list[str]) -> list[dict[str, Any]]:
-    """``docker KIND inspect REF…`` in ONE process; objects that do not exist are left out."""
-    if kind == "container" and _seen is not None:
-        seen = _seen
-        fresh = _inspect_now(kind, [r for r in refs if r not in seen])
-        seen.update({d.get("Id", ""): d for d in fresh})
-        return [seen[r] for r in refs if r in seen]
-    return _inspect_now(kind, refs)
-
-
-def _inspect_now(kind: str, refs: list[str]) -> list[dict[str, Any]]:
-    if not refs:
-        return []
-    proc = execute.run([docker_binary(), kind, "inspect", *refs], check=False)
-    if proc.returncode != 0 and daemon_unreachable(proc.stderr):
-        raise DaemonUnreachable("dockerd does not answer")
-    try:
-        data = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError as e:
-        raise GuardError(f"docker {kind} inspect returned no JSON: {e}") from e
-    return data if isinstance(data, list) else []
-
-
-def _container_ids(*filters: str) -> list[str]:
-    """IDs of every container (running or not) matching ``filters``: one ``docker ps -a``."""
-    proc = execute.run([docker_binary(), "container", "ls", "-a", "-q", "--no-trunc", *filters], check=False)
-    if proc.returncode != 0:
-        if daemon_unreachable(proc.stderr):
-            raise DaemonUnreachable("dockerd does not answer")
-        raise GuardError(f"docker: container ls failed: {last_line(proc.stderr, str(proc.returncode))}")
-    return proc.stdout.split()
-
-
 def containers_labelled(label: str) -> list[dict[str, Any]]:
     """The raw inspect of every container (running or not) that carries ``label``."""
-    return batched_inspect("container", _container_ids("--filter", f"label={label}"))
+    return batched_inspect("container", container_ids(label))
 
 
 def _identity(d: dict[str, Any]) -> tuple[str, str, dict[str, str]]:
@@ -134,6 +92,15 @@ def project_container_ids(project: str) -> list[tuple[str, str]]:
     """(container ID, service) of every container compose made for ``project``, one-off runs
     excluded, from ONE ``docker ps`` (no inspect): what the probe needs to know which
     containers to watch, while thirty just-started containers are cheap to list."""
+    listed = api_listing(f"com.docker.compose.project={project}")
+    if listed is not None:
+        out = []
+        for c in listed:
+            labels = c.get("Labels") or {}
+            service = labels.get("com.docker.compose.service")
+            if service and labels.get("com.docker.compose.oneoff") != "True":
+                out.append((str(c.get("Id", "")), service))
+        return out
     fmt = '{{.ID}} {{.Label "com.docker.compose.service"}} {{.Label "com.docker.compose.oneoff"}}'
     proc = execute.run(
         [docker_binary(), "container", "ls", "-a", "--no-trunc", "--format", fmt,
@@ -152,15 +119,6 @@ def project_container_ids(project: str) -> list[tuple[str, str]]:
     return out
 
 
-class DaemonUnreachable(GuardError):
-    """dockerd does not answer (restarting, stopped)."""
-
-
-def daemon_unreachable(stderr: str) -> bool:
-    s = (stderr or "").lower()
-    return "cannot connect to the docker daemon" in s or "is the docker daemon running" in s
-
-
 def inspect_containers(ids: list[str]) -> list[dict[str, Any]]:
     """The raw ``docker inspect`` of these containers in one process (fresh every call; used
     by the probes); missing ones are left out; DaemonUnreachable when dockerd does not answer."""
@@ -172,6 +130,11 @@ def wait_for_daemon(timeout: float) -> bool:
     from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
     def answers() -> bool:
+        if engine.socket_path() is not None:
+            try:
+                return engine.get("/_ping")[0] == 200
+            except engine.Unreachable:
+                return False
         cmd = [docker_binary(), "version", "--format", "{{.Server.Version}}"]
         return execute.run(cmd, check=False, timeout=30).returncode == 0
 
@@ -220,6 +183,9 @@ def wait_healthy_again(ids: list[str], limit: float = 120.0) -> list[str]:
 def volume_info(name: str) -> dict[str, Any] | None:
     """``docker volume inspect``; None only when the volume does not exist (yet). Any other
     failure is an error, not "no data" (step 8, point 2)."""
+    if engine.socket_path() is not None:
+        found = inspect_api("volume", [name])
+        return found[0] if found else None
     proc = execute.run([docker_binary(), "volume", "inspect", name], check=False)
     if proc.returncode != 0:
         err = (proc.stderr or "").strip()
@@ -282,7 +248,7 @@ def all_container_uses() -> list[ContainerUse]:
     """Every container on the host, running or stopped, with the host paths it mounts: one
     ``docker ps -a`` and one batched inspect. Used to find who else keeps data in a dataset."""
     out = []
-    containers = batched_inspect("container", _container_ids())
+    containers = batched_inspect("container", container_ids())
     # A local volume made with -o o=bind -o device=DIR shows its _data path in a container's
     # Mounts, but its data is DIR: one batched volume inspect says where each one really is.
     names = sorted({str(m["Name"]) for d in containers for m in d.get("Mounts") or []
@@ -313,11 +279,15 @@ def data_root() -> str:
     container's ``hosts`` file at ``<data-root>/containers/<ID>/hosts``, remapped roots
     included) rather than ``docker info``, which gathers everything else too (half a second
     on a busy host)."""
-    for d in (_seen or {}).values():
+    for d in seen_inspects():
         hosts, cid = str(d.get("HostsPath") or ""), str(d.get("Id") or "")
         suffix = f"/containers/{cid}/hosts"
         if cid and hosts.endswith(suffix) and os.path.isabs(hosts) and len(hosts) > len(suffix):
             return hosts[: -len(suffix)]
+    if engine.socket_path() is not None:
+        status, body = api_get("/info")
+        if status == 200 and isinstance(body, dict):
+            return str(body.get("DockerRootDir") or "/var/lib/docker")
     proc = execute.run([docker_binary(), "info", "--format", "{{.DockerRootDir}}"], check=False)
     if proc.returncode != 0:
         if daemon_unreachable(proc.stderr):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composeguard import execute
-from composeguard.compose import docker, images
+from composeguard.compose import docker, images, reads
 from composeguard.compose.project import Project, resolve
 from composeguard.compose.upargs import (
     UP_OPTIONS_WITH_VALUE,
@@ -186,7 +186,7 @@ def _up_locked(project: Project, req: UpRequest, rep: Reporter) -> int:
     _not_an_upgrade(project, req, applied)
     if req.command == "update" and is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE):
         return _dry_run_update(project, req, applied, rep)
-    with docker.inspect_once():  # the plan reads the same containers three times
+    with reads.inspect_once():  # the plan reads the same containers three times
         planned = _plan(project, req, rep, pins)
     return planned if isinstance(planned, int) else planned.run()
 

@@ -17,6 +17,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in list(os.environ):
         if name.startswith(("COMPOSEGUARD_", "COMPOSE_")):
             monkeypatch.delenv(name)
+    # Docker's state is read through the CLI, which the tests replace; never the real socket
+    # (test_engine.py gives the Engine API reads a stand-in daemon of their own)
+    monkeypatch.setenv("COMPOSEGUARD_NO_ENGINE_API", "1")
     state = tmp_path / "state"
     monkeypatch.setenv("COMPOSEGUARD_STATE_DIR", str(state))
     return state

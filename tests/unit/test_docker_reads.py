@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from composeguard import execute
-from composeguard.compose import docker
+from composeguard.compose import docker, reads
 
 ID_A, ID_B = "a" * 64, "b" * 64
 
@@ -57,7 +57,7 @@ def inspects(calls: list[list[str]]) -> list[list[str]]:
 
 
 def test_a_plan_inspects_each_container_once(ran: list[list[str]]) -> None:
-    with docker.inspect_once():
+    with reads.inspect_once():
         first = docker.project_containers("shop")
         again = docker.project_containers("shop")
         uses = docker.all_container_uses()
@@ -69,7 +69,7 @@ def test_a_plan_inspects_each_container_once(ran: list[list[str]]) -> None:
 
 
 def test_the_data_root_is_read_off_an_inspected_container(ran: list[list[str]]) -> None:
-    with docker.inspect_once():
+    with reads.inspect_once():
         docker.project_containers("shop")
         assert docker.data_root() == "/srv/docker"
     assert not any(c[1] == "info" for c in ran), "no docker info while a container says where"
