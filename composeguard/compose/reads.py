@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -76,29 +75,17 @@ def api_get(path: str, query: dict[str, str] | None = None) -> tuple[int, Any]:
         raise DaemonUnreachable("dockerd does not answer") from e
 
 
-def _inspect_one(kind: str, ref: str) -> dict[str, Any] | None:
-    status, body = api_get(_API_PATHS[kind].format(engine.quote(ref)))
-    if status == 404:
-        return None  # as the CLI: what does not exist is left out
-    if status != 200 or not isinstance(body, dict):
-        message = body.get("message") if isinstance(body, dict) else None
-        raise GuardError(f"docker {kind} inspect {ref}: {message or f'HTTP {status}'}")
-    return body
-
-
-# Requests in flight at once: dockerd answers a container's inspect only when it holds the
-# container's lock, which it keeps while it starts, stops or health-checks it, so one
-# container compose is starting must not hold up the answers about the others.
-PARALLEL = 8
-
-
 def inspect_api(kind: str, refs: list[str]) -> list[dict[str, Any]]:
-    if len(refs) <= 1:
-        found = [_inspect_one(kind, r) for r in refs]
-    else:
-        with ThreadPoolExecutor(max_workers=min(PARALLEL, len(refs))) as pool:
-            found = list(pool.map(lambda r: _inspect_one(kind, r), refs))
-    return [d for d in found if d is not None]
+    out = []
+    for ref in refs:
+        status, body = api_get(_API_PATHS[kind].format(engine.quote(ref)))
+        if status == 404:
+            continue  # as the CLI: what does not exist is left out
+        if status != 200 or not isinstance(body, dict):
+            message = body.get("message") if isinstance(body, dict) else None
+            raise GuardError(f"docker {kind} inspect {ref}: {message or f'HTTP {status}'}")
+        out.append(body)
+    return out
 
 
 def _inspect_now(kind: str, refs: list[str]) -> list[dict[str, Any]]:
