@@ -80,6 +80,22 @@ def write_atomic(path: Path, data: str | bytes, mode: int = 0o600) -> None:
         _write_atomic(path, data, mode)
 
 
+def write_with_spare(path: Path, data: str, spare: Path | None) -> Path:
+    """Write ``data`` to ``path`` (its folder made private); when the state dir cannot take
+    it (a full disk) and a ``spare`` path is given, there instead. Returns where it went: a
+    rollback or an abort must bring the old version back all the same (the spare is on /run)."""
+    try:
+        make_private_dir(path.parent)
+        write_atomic(path, data)
+        return path
+    except (OSError, GuardError):
+        if spare is None:
+            raise
+    make_private_dir(spare.parent)
+    write_atomic(spare, data)
+    return spare
+
+
 def _in_state_dir(path: Path) -> bool:
     """The reserve frees room on the state dir's filesystem only (not, say, a metrics folder)."""
     try:

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from composeguard.errors import GuardError
-from composeguard.state import make_private_dir, project_dir, write_atomic
+from composeguard.state import make_private_dir, project_dir, write_atomic, write_with_spare
 
 HEADER = """\
 # composeguard pins for project {project}.
@@ -187,17 +187,8 @@ class PinFile:
             if self.dir.is_dir():  # not readable for a user without root: nothing to remove
                 self.applied_path.unlink(missing_ok=True)
             return []
-        try:
-            make_private_dir(self.dir)
-            write_atomic(self.applied_path, self.render(services))
-            return [str(self.applied_path)]
-        except (OSError, GuardError):
-            if spare_dir is None:
-                raise
-        spare = spare_dir / "projects" / self.project / self.applied_path.name
-        make_private_dir(spare.parent)
-        write_atomic(spare, self.render(services))
-        return [str(spare)]
+        spare = spare_dir / "projects" / self.project / self.applied_path.name if spare_dir else None
+        return [str(write_with_spare(self.applied_path, self.render(services), spare))]
 
 
 def pinned_projects(state_root: Path) -> list[str]:

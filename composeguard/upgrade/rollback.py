@@ -21,7 +21,7 @@ from composeguard.errors import GuardError, RollbackFailed, RolledBack, StorageE
 from composeguard.faults import pause_point
 from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, mib, short
-from composeguard.state import make_private_dir, write_atomic
+from composeguard.state import write_with_spare
 from composeguard.storage.base import Dataset, Snapshot
 from composeguard.storage.pathrestore import cleanup, restore_paths
 from composeguard.storage.resolve import Backends, backends_for
@@ -131,13 +131,8 @@ def _old_version_back(project: Project, j: Journal, pin_files: list[str]) -> str
 
     doc = {"services": {s: {"image": j.changes[s].old_ref} for s in j.replaced if s in j.changes}}
     text = "# composeguard: the old version, brought back by an aborted upgrade\n" + yaml.safe_dump(doc)
-    try:
-        path = j.files_dir / "old-version.yaml"
-        write_atomic(path, text)
-    except (OSError, GuardError):  # a full state dir: the old version must come back all the same
-        path = Path(SPARE_DIR) / "projects" / project.name / f"old-version-{j.id}.yaml"
-        make_private_dir(path.parent)
-        write_atomic(path, text)
+    spare = Path(SPARE_DIR) / "projects" / project.name / f"old-version-{j.id}.yaml"
+    path = write_with_spare(j.files_dir / "old-version.yaml", text, spare)
     args = ["up", "--detach", "--no-deps", "--pull", "missing", "--no-build",
             *rollback_up_options(j.up_args, j.replaced, recreate=True), *j.replaced]
     proc = docker.compose(project, args, extra_files=[*pin_files, str(path)], check=False, capture=True)
