@@ -88,6 +88,7 @@ class Journal:
     # verdict: the rollback then pins the old digest without quarantining the new one.
     judged_bad: bool = False
     rollback_error: str = ""  # why the rollback failed (outcome rollback-failed; recover resumes)
+    failed_at: str = ""  # the phase the failed rollback or abort stopped at ("aborting", …)
     # The project's transactions in the order they were made, whatever the wall clock did (an
     # NTP step back at boot would sort a new ID before older ones). 0: written before it existed.
     seq: int = 0

@@ -40,7 +40,9 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
         rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
         j.outcome, j.finished = None, None
-        if len(j.steps) > 1 and j.steps[-2].get("phase") == "aborting":
+        # a journal written before `failed_at` existed: the step before the outcome says it
+        before = j.steps[-2].get("phase") if len(j.steps) > 1 else ""
+        if (j.failed_at or before) == "aborting":
             j.phase = "aborting"  # an abort that could not start the old version: abort again
     else:
         rep.step(f"recovering {j.id}, interrupted at '{j.phase}'")

@@ -108,7 +108,7 @@ def abort(
     if left:
         reason += f"; partial snapshot(s) left for you to delete: {', '.join(s.name for s, _ in left)}"
     if not_back:
-        j.rollback_error = f"at step 'aborting': {not_back}"
+        j.rollback_error, j.failed_at = f"at step 'aborting': {not_back}", "aborting"
         j.finish(ROLLBACK_FAILED, reason)
         raise RollbackFailed(
             f"{reason}; the old version of {', '.join(j.replaced)} could not be started again "
@@ -231,7 +231,7 @@ def roll_back(
                 "the old version is not healthy either: " + "; ".join(f"{r.service}: {r.detail}" for r in bad)
             )
     except BaseException as e:  # noqa: BLE001
-        phase = j.phase
+        phase = j.failed_at = j.phase
         j.rollback_error = f"at step '{phase}': {'interrupted' if isinstance(e, KeyboardInterrupt) else e}"
         j.finish(ROLLBACK_FAILED, reason)
         snaps = ", ".join(s.name for s in j.snapshots) or "none"
@@ -244,7 +244,7 @@ def roll_back(
             cleanup(record, j.id)
         except (OSError, StorageError) as e:
             rep.warn(f"could not delete the moved-aside failed directories in {name}: {e}")
-    j.rollback_error = ""
+    j.rollback_error = j.failed_at = ""
     j.finish(ROLLED_BACK, reason)
     release_held_images(j, rep)  # a committed one rolled back by hand: its old images run again
     if j.unsaved:

@@ -401,12 +401,14 @@ def test_a_journal_that_cannot_be_written_still_restarts_the_stopped(world: Worl
     assert last_file(world).is_relative_to(world.spare), "a full state dir: the old version's file is in /run"
 
 
+@pytest.mark.parametrize("older_journal", [False, True])
 def test_an_old_version_that_cannot_come_back_is_exit_4_and_recover_tries_again(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, monkeypatch: pytest.MonkeyPatch, older_journal: bool
 ) -> None:
     """The quiesce replaced app's container, the snapshot failed, and compose cannot start the
     old version again: app is down (on untouched data), which is a human's business (exit 4),
-    the neighbour is not started into it, and `recover` brings the old version back later."""
+    the neighbour is not started into it, and `recover` brings the old version back later
+    (also from a journal written before ``failed_at`` existed)."""
     world.fail_snapshot = StorageError("the pool is full")
     world.old_back_fails = True
     txn = start(world, around=("worker",))
@@ -415,6 +417,9 @@ def test_an_old_version_that_cannot_come_back_is_exit_4_and_recover_tries_again(
     assert [c for c, _ in world.log] == ["stop worker", REPLACE, "snapshot /pool/shop-app", OLD_BACK]
     j = Journal.load("shop", txn.journal.id)
     assert j.outcome == ROLLBACK_FAILED and "no such image" in j.rollback_error
+    assert j.failed_at == "aborting"
+    if older_journal:
+        j.failed_at = ""
 
     world.old_back_fails, world.log = False, []
     monkeypatch.setattr(recover, "backends_for", lambda project: lambda kind: world)
