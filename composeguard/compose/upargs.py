@@ -17,22 +17,31 @@ UP_OPTIONS_WITH_VALUE = {
 
 
 def parse_up_args(args: list[str]) -> tuple[list[str], dict[str, str | bool]]:
-    """(service names, options) from ``up`` arguments."""
-    services: list[str] = []
+    """(service names, options by long name) from ``up`` arguments, read as pflag reads them
+    (up_tokens: ``-dt 5 app`` names the service app, not 5). A boolean option is True unless
+    given ``=false`` (or another ParseBool word for false)."""
+    tokens, services = up_tokens(args)
     opts: dict[str, str | bool] = {}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a.startswith("-"):
-            name, eq, value = a.partition("=")
-            if name in UP_OPTIONS_WITH_VALUE and not eq:
-                value = args[i + 1] if i + 1 < len(args) else ""
-                i += 1
-            opts[name] = value if name in UP_OPTIONS_WITH_VALUE else True
+    for name, value in tokens:
+        if name in UP_OPTIONS_WITH_VALUE:
+            opts[name] = value or ""
         else:
-            services.append(a)
-        i += 1
+            opts[name] = _flag_on(value)
     return services, opts
+
+
+def up_options(args: list[str]) -> list[str]:
+    """``up`` arguments without the service names, each option spelled out long (``-dt5``
+    is ``--detach --timeout 5``): what composeguard passes on with services of its own."""
+    out: list[str] = []
+    for name, value in up_tokens(args)[0]:
+        if value is None:
+            out.append(name)
+        elif name in UP_OPTIONS_WITH_VALUE:
+            out += [name, value]
+        else:
+            out.append(f"{name}={value}")
+    return out
 
 
 def upgrade_up_args(args: list[str]) -> list[str]:
@@ -52,7 +61,7 @@ def upgrade_up_args(args: list[str]) -> list[str]:
         out.append(a)
         i += 1
     _, opts = parse_up_args(out)
-    if not any(k in opts for k in ("-d", "--detach", "--wait")):
+    if not (opts.get("--detach") or opts.get("--wait")):
         out.insert(0, "--detach")
     return ["--pull", "missing", *out]
 

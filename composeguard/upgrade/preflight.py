@@ -168,12 +168,12 @@ def _not_an_upgrade(project: Project, req: UpRequest, pin_files: list[str]) -> N
     dry = is_dry_run(req.global_args, GLOBAL_OPTIONS_WITH_VALUE) or is_dry_run(
         req.up_args, UP_OPTIONS_WITH_VALUE
     )
-    if "--no-start" in opts:
+    if opts.get("--no-start"):
         raise ConfigError(
             "composeguard cannot guard `up --no-start`: the new version would not run, so it "
             "could not be probed; run `docker compose up --no-start` yourself. Nothing was changed"
         )
-    if dry or "--no-recreate" in opts:
+    if dry or opts.get("--no-recreate"):
         base = project.compose_args(pin_files) if pin_files else req.global_args
         if pin_files:  # the user's own spelling of the global option, in front of the files
             base = dry_run_options(req.global_args, base) + base

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from composeguard.compose import docker, images
 from composeguard.compose.project import Project
-from composeguard.compose.upargs import UP_OPTIONS_WITH_VALUE, parse_up_args, replace_up_args, upgrade_up_args
+from composeguard.compose.upargs import parse_up_args, replace_up_args, up_options, upgrade_up_args
 from composeguard.faults import pause_point
 from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter, short
@@ -43,21 +43,6 @@ def old_ref(change_digest: str | None, image_id: str, new_ref: str, txn: str) ->
     return tag
 
 
-def options_of(up_args: list[str]) -> list[str]:
-    """``up`` arguments without the service names (an option's value stays with it)."""
-    out: list[str] = []
-    i = 0
-    while i < len(up_args):
-        a = up_args[i]
-        if a.startswith("-"):
-            out.append(a)
-            if a in UP_OPTIONS_WITH_VALUE and i + 1 < len(up_args):
-                out.append(up_args[i + 1])
-                i += 1
-        i += 1
-    return out
-
-
 def without_held(project: Project, up_args: list[str], held: list[str], changes: dict) -> list[str]:
     """The user's ``up`` arguments, made not to start the services held until the verdict:
     ``up`` with no service names starts every service, so it is given every other one; a
@@ -66,7 +51,7 @@ def without_held(project: Project, up_args: list[str], held: list[str], changes:
         return up_args
     named, _ = parse_up_args(up_args)
     keep = [s for s in (named or sorted(project.services)) if s not in held] or sorted(changes)
-    return [*options_of(up_args), *keep]
+    return [*up_options(up_args), *keep]
 
 
 class Transaction:
@@ -292,7 +277,7 @@ class Transaction:
         rest = [s for s in j.held if s not in covered]
         self.rep.step(f"starting {', '.join(j.held)} again")
         if covered:
-            args = [*options_of(j.up_args), *covered]
+            args = [*up_options(j.up_args), *covered]
             docker.compose(self.project, ["up", *args], extra_files=self.pin_files, check=False)
         if rest:
             files = self.pin_files

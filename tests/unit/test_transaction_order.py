@@ -230,7 +230,7 @@ WORKER_HELD_UNTIL_PROBE = [
     ("stop worker", "quiescing"),
     (REPLACE, "quiescing"),
     ("snapshot /pool/shop-app", "quiescing"),
-    ("up --pull missing -d app db", "starting"),
+    ("up --pull missing --detach app db", "starting"),
     ("probe app", "probing"),
 ]
 
@@ -240,7 +240,7 @@ def test_a_neighbour_is_stopped_before_the_snapshot_and_started_after_the_commit
     # the new version's `up` (all services: the user named none) must not start it either
     world.probe_ok = [True]
     assert start(world, around=("worker",)).run() == 0
-    assert world.log == [*WORKER_HELD_UNTIL_PROBE, ("up --pull missing -d worker", "committed")]
+    assert world.log == [*WORKER_HELD_UNTIL_PROBE, ("up --pull missing --detach worker", "committed")]
     assert Journal.load("shop", world.journal.id).held == ["worker"]
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard.compose.upargs import parse_up_args, rollback_up_options, upgrade_up_args
+from composeguard.compose.upargs import parse_up_args, rollback_up_options, up_options, upgrade_up_args
 
 
 @pytest.mark.parametrize(
     ("args", "services", "opts"),
     [
-        (["-d", "--pull", "always", "app", "db"], ["app", "db"], {"-d": True, "--pull": "always"}),
+        (["-d", "--pull", "always", "app", "db"], ["app", "db"], {"--detach": True, "--pull": "always"}),
         (["--scale", "app=2", "app"], ["app"], {"--scale": "app=2"}),
-        (["-t", "5", "app"], ["app"], {"-t": "5"}),
+        (["-t", "5", "app"], ["app"], {"--timeout": "5"}),
+        # pflag's clusters of one-letter options: -t takes the next word or the rest
+        (["-dt", "5", "app"], ["app"], {"--detach": True, "--timeout": "5"}),
+        (["-dVt5", "app"], ["app"], {"--detach": True, "--renew-anon-volumes": True, "--timeout": "5"}),
+        (["--no-start=false", "app"], ["app"], {"--no-start": False}),
         (["--wait-timeout=30"], [], {"--wait-timeout": "30"}),
         (["--wait", "--wait-timeout", "30", "web"], ["web"], {"--wait": True, "--wait-timeout": "30"}),
         (["--pull=never", "--no-deps", "web"], ["web"], {"--pull": "never", "--no-deps": True}),
@@ -29,11 +33,24 @@ from composeguard.compose.upargs import parse_up_args, rollback_up_options, upgr
         ),
         (["--detach=true"], [], {"--detach": True}),
         ([], [], {}),
-        (["-t"], [], {"-t": ""}),
+        (["-t"], [], {"--timeout": ""}),
     ],
 )
 def test_parse_up_args(args, services, opts):
     assert parse_up_args(args) == (services, opts)
+
+
+@pytest.mark.parametrize(
+    ("args", "options"),
+    [
+        (["-d", "app", "db"], ["--detach"]),
+        (["-dt", "5", "--scale", "app=2", "app"], ["--detach", "--timeout", "5", "--scale", "app=2"]),
+        (["--wait-timeout=30", "--wait", "web"], ["--wait-timeout", "30", "--wait"]),
+        (["--detach=true", "--", "app"], ["--detach=true"]),
+    ],
+)
+def test_up_options_leave_out_the_services_and_nothing_else(args, options):
+    assert up_options(args) == options
 
 
 def test_option_values_are_not_services():
