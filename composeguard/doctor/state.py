@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from composeguard.doctor.findings import Finding
 from composeguard.pins.pinfile import PinFile
-from composeguard.upgrade.journal import COMMITTED, ROLLBACK_FAILED, Journal
+from composeguard.upgrade.journal import COMMITTED, Journal
 
 AREA = "state"
 
@@ -15,12 +15,9 @@ def check_state(project: str, retention: int) -> list[Finding]:
     journals = Journal.all(project)
     j = next((x for x in reversed(journals) if x.is_unfinished), None)
     if j is not None:
-        what = (
-            f"the rollback of {j.id} failed ({j.rollback_error})"
-            if j.outcome == ROLLBACK_FAILED
-            else f"{j.command} {j.id} was interrupted at '{j.phase}'"
+        out.append(
+            Finding("", AREA, "error", f"{j.left_undone()}: guarded runs are refused", "composeguard recover")
         )
-        out.append(Finding("", AREA, "error", f"{what}: guarded runs are refused", "composeguard recover"))
     for service, pin in sorted(PinFile(project).pins.items()):
         bad = ", ".join(b.digest for b in pin.bad) or "none recorded"
         out.append(

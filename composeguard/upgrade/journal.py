@@ -89,6 +89,9 @@ class Journal:
     judged_bad: bool = False
     rollback_error: str = ""  # why the rollback failed (outcome rollback-failed; recover resumes)
     failed_at: str = ""  # the phase the failed rollback or abort stopped at ("aborting", …)
+    # Committed, but the services held around the unit were not started again yet (a kill or
+    # SIGTERM right after the commit): `recover` starts them.
+    held_pending: bool = False
     # The project's transactions in the order they were made, whatever the wall clock did (an
     # NTP step back at boot would sort a new ID before older ones). 0: written before it existed.
     seq: int = 0
@@ -200,9 +203,18 @@ class Journal:
 
     @property
     def is_unfinished(self) -> bool:
-        """Interrupted (no outcome), or its rollback failed: either way ``recover`` must
-        finish it before anything else may change the project."""
-        return self.outcome is None or self.outcome == ROLLBACK_FAILED
+        """Interrupted (no outcome), its rollback failed, or committed with the held services
+        still stopped: either way ``recover`` must finish it before anything else may change
+        the project."""
+        return self.outcome is None or self.outcome == ROLLBACK_FAILED or self.held_pending
+
+    def left_undone(self) -> str:
+        """What ``recover`` has to finish, in words."""
+        if self.outcome == ROLLBACK_FAILED:
+            return f"the rollback of {self.id} failed ({self.rollback_error})"
+        if self.outcome == COMMITTED and self.held_pending:
+            return f"{self.command} {self.id} was committed, but {', '.join(self.held)} did not run again"
+        return f"{self.command} {self.id} was interrupted at '{self.phase}'"
 
     @classmethod
     def unfinished(cls, project: str) -> Journal | None:

@@ -1,15 +1,17 @@
 """Finishing a transaction that was killed (``recover``), from its journal alone: before its
 snapshots were complete it is undone (abort), after that it is rolled back (rollback.py); a
-trial killed after its verdict is finished (trial_teardown.py)."""
+trial killed after its verdict is finished (trial_teardown.py); a commit killed before the
+services held around the unit ran again starts them."""
 
 from __future__ import annotations
 
+from composeguard.compose import docker
 from composeguard.compose.project import Project
-from composeguard.errors import GuardError, RollbackFailed, RolledBack
+from composeguard.errors import GuardError, RollbackFailed, RolledBack, last_line
 from composeguard.pins.pinfile import PinFile
 from composeguard.report import Reporter
 from composeguard.storage.resolve import Backends, backends_for
-from composeguard.upgrade.journal import ROLLBACK_FAILED, Journal
+from composeguard.upgrade.journal import COMMITTED, ROLLBACK_FAILED, Journal
 from composeguard.upgrade.rollback import abort, check_restore_mounts, roll_back
 from composeguard.upgrade.trial_teardown import TRIAL_PHASES, finish_failed_trial
 
@@ -37,6 +39,8 @@ def _adopt_unrecorded_snapshots(project: Project, j: Journal, rep: Reporter, bac
 def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
     """Finish a transaction that was killed: before its snapshots were complete it is undone
     (nothing had changed); after that it is rolled back to the old version on the old data."""
+    if j.outcome == COMMITTED:  # killed right after the commit: only the held are left to do
+        return _start_held_again(project, j, rep)
     if j.outcome == ROLLBACK_FAILED:  # resume it: every step of roll_back can run again
         rep.step(f"resuming the rollback of {j.id}, which failed {j.rollback_error}")
         j.outcome, j.finished = None, None
@@ -71,4 +75,17 @@ def finish_interrupted(project: Project, j: Journal, rep: Reporter) -> int:
         roll_back(project, j, j.reason or f"interrupted at '{j.phase}'", rep, backends)
     except RolledBack as e:
         rep.step(f"recovered: {e}")
+    return 0
+
+
+def _start_held_again(project: Project, j: Journal, rep: Reporter) -> int:
+    """A committed upgrade whose held services were not started again: start them, as the
+    very containers that were stopped (their own config changes apply at the next ``up``)."""
+    rep.step(f"{j.id} was committed; starting {', '.join(j.held)} again")
+    pin_files = PinFile(project.name).applied_file(set(project.services))
+    proc = docker.compose(project, ["start", *j.held], extra_files=pin_files, check=False, capture=True)
+    if proc.returncode != 0:
+        raise GuardError(f"could not start {', '.join(j.held)} again: {last_line(proc.stderr, '?')}")
+    j.held_pending = False
+    j.save()
     return 0

@@ -64,6 +64,10 @@ def refuse_if_unfinished(project: str) -> None:
             f"the rollback of transaction {j.id} of project {project} failed ({j.rollback_error}); "
             f"fix the cause, then run `composeguard recover` (nothing was changed now)"
         )
+    if j is not None and j.held_pending:
+        raise GuardError(
+            f"project {project}: {j.left_undone()}; run `composeguard recover` (nothing was changed now)"
+        )
     if j is not None:
         raise GuardError(
             f"transaction {j.id} ({j.command}) of project {project} was interrupted at step '{j.phase}'; "

@@ -285,8 +285,12 @@ class Transaction:
 
     def commit(self) -> int:
         j, project = self.journal, self.project
+        j.held_pending = bool(j.held)  # saved with the outcome: a kill now leaves them to recover
         j.finish(COMMITTED)
         self.start_held()
+        if j.held_pending:
+            j.held_pending = False
+            j.save()
         lifted = [s for s in j.changes if PinFile(project.name).image_for(s)]
         if lifted:  # an update tried a new digest for a pinned service and it works: unpin
             on_disk = PinFile(project.name)

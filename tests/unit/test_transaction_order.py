@@ -74,6 +74,7 @@ class World:
         self.probe_ok = [False]  # successive probe verdicts for app (the last one repeats)
         self.fail_snapshot: BaseException | None = None
         self.fail_up: BaseException | None = None
+        self.interrupt_at: str | None = None  # a compose command that gets a SIGTERM
         self.old_back_fails = False  # compose refuses to bring the old version back (abort)
         self.fill_disk_at: str | None = None  # "snapshot" or "up": the state dir is full from then on
         self.disk_full = False
@@ -100,6 +101,8 @@ class World:
             i = next(n for n, a in enumerate(argv) if a in ("stop", "pause", "unpause", "start", "up"))
             self.log.append((" ".join(argv[i:]), self.phase()))
             self.argvs.append(argv)
+            if " ".join(argv[i:]) == self.interrupt_at:
+                raise KeyboardInterrupt  # as runner._on_sigterm raises it
             new_version = argv[i] == "up" and "--no-start" not in argv  # not the quiesce's replace
             if new_version and self.fill_disk_at == "up":
                 self.fill_disk_at, self.disk_full = None, True
@@ -242,6 +245,27 @@ def test_a_neighbour_is_stopped_before_the_snapshot_and_started_after_the_commit
     assert start(world, around=("worker",)).run() == 0
     assert world.log == [*WORKER_HELD_UNTIL_PROBE, ("up --pull missing --detach worker", "committed")]
     assert Journal.load("shop", world.journal.id).held == ["worker"]
+
+
+def test_a_sigterm_after_the_commit_leaves_the_neighbour_to_recover(world: World) -> None:
+    """systemd stops the nightly job right after the commit, while the held neighbour is being
+    started again: the upgrade stands, a guarded run is refused until `recover`, and `recover`
+    starts the neighbour."""
+    world.probe_ok = [True]
+    world.interrupt_at = "up --pull missing --detach worker"
+    txn = start(world, around=("worker",))
+    with pytest.raises(KeyboardInterrupt):
+        txn.run()
+    j = Journal.unfinished("shop")
+    assert j is not None and j.outcome == COMMITTED and j.held_pending
+    with pytest.raises(GuardError, match="worker did not run again; run `composeguard recover`"):
+        rollback.refuse_if_unfinished("shop")
+
+    world.log = []
+    assert recover.finish_interrupted(txn.project, j, Reporter(quiet=True)) == 0  # type: ignore[arg-type]
+    assert [c for c, _ in world.log] == ["start worker"]
+    assert Journal.unfinished("shop") is None
+    assert Journal.load("shop", j.id).outcome == COMMITTED
 
 
 def test_a_neighbour_stays_stopped_until_the_rollback_has_restored(world: World) -> None:
