@@ -22,9 +22,10 @@ pytestmark = [
     pytest.mark.skipif(STORAGE == "zfs", reason="the engine scenarios run on the host's Btrfs lab"),
 ]
 
-# Probes of a few seconds: the failing app is unhealthy after its 2 s start period and two
-# failed 1 s checks (lab/images/*app/Dockerfile).
-SETTINGS = {"timeout": 15, "settle": 3}
+# The failing app is unhealthy after its 2 s start period and two failed 1 s checks
+# (lab/images/*app/Dockerfile), and the probe fails at once on "unhealthy": the timeout only
+# bounds a good version, which gets 30 s while three lab tests run at a time.
+SETTINGS = {"timeout": 30, "settle": 3}
 PGDATA = "/var/lib/postgresql/data"
 PGWAL = "/var/lib/postgresql/wal"
 
