@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.skipif(STORAGE == "zfs", reason="the engine scenarios run on the host's Btrfs lab"),
 ]
 
-# The failing app is unhealthy after its 2 s start period and two failed 1 s checks
+# The failing app is unhealthy two failed 1 s checks after it gave up (its start period is 2 s)
 # (lab/images/*app/Dockerfile), and the probe fails at once on "unhealthy": the timeout only
 # bounds a good version, which gets 30 s while three lab tests run at a time.
 SETTINGS = {"timeout": 30, "settle": 3}

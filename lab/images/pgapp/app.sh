@@ -8,7 +8,7 @@ set -u
 until pg_isready -q; do sleep 0.2; done
 case "${APP_VERSION}" in
     v1)
-        psql -v ON_ERROR_STOP=1 -q <<'SQL' && touch /tmp/healthy
+        psql -v ON_ERROR_STOP=1 -q <<'SQL' && touch /tmp/healthy || touch /tmp/failed
 CREATE TABLE IF NOT EXISTS meta (k text PRIMARY KEY, v text NOT NULL);
 INSERT INTO meta VALUES ('schema', 'v1') ON CONFLICT (k) DO NOTHING;
 CREATE TABLE IF NOT EXISTS items (id bigserial PRIMARY KEY, name text NOT NULL);
@@ -30,6 +30,7 @@ UPDATE meta SET v = 'v2' WHERE k = 'schema';
 COMMIT;
 SQL
         echo "app v2: fatal: cannot load the new plugin" >&2
+        touch /tmp/failed
         ;;
 esac
 trap 'exit 0' TERM INT
