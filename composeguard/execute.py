@@ -60,15 +60,17 @@ def run(
 
 
 class Background:
-    """A captured command started now and read later (``result``) or stopped unread
-    (``cancel``): compose's check of the ``up`` arguments runs while the images are pulled."""
+    """A command started now and read later (``result``) or stopped unread (``cancel``):
+    compose's check of the ``up`` arguments and the pull run while composeguard reads what
+    runs. With ``capture=False`` its output goes straight to ours (compose's pull progress)."""
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(self, args: Sequence[str], capture: bool = True) -> None:
         self.argv = [str(a) for a in args]
         log.debug("start: %s", shlex.join(self.argv))
+        pipe = subprocess.PIPE if capture else None
         try:
             self.proc = subprocess.Popen(  # noqa: S603 - argument list, no shell
-                self.argv, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                self.argv, text=True, stdout=pipe, stderr=pipe
             )
         except FileNotFoundError as e:
             raise CommandError(self.argv, 127, str(e), f"{self.argv[0]} is not installed") from e

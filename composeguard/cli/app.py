@@ -119,6 +119,7 @@ def up(ctx: click.Context, args: tuple[str, ...]) -> None:
         or os.environ.get("COMPOSEGUARD_ALLOW_UNPROTECTED") == "1",
         no_deps=bool(opts.get("--no-deps")),
         trial="--trial" in args,
+        config=ctx.obj.get("config"),
     )
     ctx.exit(guarded_up(req, _reporter()))
 

@@ -42,7 +42,18 @@ def run(args: list[str]) -> None:
     _setup_logging(debug)
     global_options, command, rest = split_global_options(args)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    from composeguard.upgrade.preflight import ExecInstead
+    obj: dict[str, Any] = {"globals": global_options}
+    try:
+        if command == "up" and not {"-h", "--help"} & set(rest):
+            # every guarded `up` starts by asking compose for the project: it answers while
+            # the rest of composeguard is imported
+            from composeguard.compose.project import start_config
+
+            obj["config"] = start_config(global_options)
+        from composeguard.upgrade.preflight import ExecInstead
+    except GuardError as e:
+        click.echo(f"composeguard: {e}", err=True)
+        sys.exit(int(e.exit_code))
 
     try:
         if command in CREATES_CONTAINERS:
@@ -50,9 +61,7 @@ def run(args: list[str]) -> None:
 
             raise ExecInstead(pinned_command(global_options, command, rest))
         argv = [command, *rest] if command in GUARDED_COMMANDS else ["--help"]
-        code = main.main(
-            argv, prog_name="composeguard", obj={"globals": global_options}, standalone_mode=False
-        )
+        code = main.main(argv, prog_name="composeguard", obj=obj, standalone_mode=False)
     except ExecInstead as e:
         exec_compose(e.args_)
         return

@@ -72,9 +72,23 @@ class Project:
             raise ConfigError(f"no such service: {name} (services: {known})") from None
 
 
-def run_config(invocation: Invocation, services: list[str] | None = None) -> str:
+def start_config(global_args: list[str]) -> execute.Background:
+    """``docker compose config`` started at once, read by ``resolve(early=…)``: a guarded
+    ``up`` imports the rest of composeguard meanwhile, which takes about as long."""
+    return execute.Background(execute.compose_command(*Invocation.parse(global_args).args, "config"))
+
+
+def run_config(
+    invocation: Invocation, services: list[str] | None = None, early: execute.Background | None = None
+) -> str:
+    """The output of ``docker compose config [SERVICES]``; ``early``: that of start_config."""
     try:
-        return execute.run(execute.compose_command(*invocation.args, "config", *(services or []))).stdout
+        if early is None or services:
+            return execute.run(execute.compose_command(*invocation.args, "config", *(services or []))).stdout
+        proc = early.result()
+        if proc.returncode != 0:
+            raise CommandError(proc.args, proc.returncode, proc.stderr)
+        return proc.stdout
     except CommandError as e:
         raise ConfigError(f"docker compose config failed: {last_line(e.stderr, str(e))}") from e
 
@@ -162,15 +176,21 @@ def compose_environment(invocation: Invocation, cwd: str | None = None) -> Mappi
     return env
 
 
-def resolve(global_args: list[str], cwd: str | None = None, services: list[str] | None = None) -> Project:
-    """Load the project that ``docker compose GLOBAL_ARGS … SERVICES`` would act on.
+def resolve(
+    global_args: list[str],
+    cwd: str | None = None,
+    services: list[str] | None = None,
+    early: execute.Background | None = None,
+) -> Project:
+    """Load the project that ``docker compose GLOBAL_ARGS … SERVICES`` would act on
+    (``early``: its ``docker compose config``, already started by start_config).
 
     A service named on the command line is started by compose even when its profile is not
     active (with the dependencies it needs); ``config SERVICES`` is compose's own answer for
     those, merged into the project."""
     invocation = Invocation.parse(global_args)
     files = invocation.config_files(cwd or os.getcwd(), compose_environment(invocation, cwd))
-    project = parse_project(run_config(invocation), invocation, files)
+    project = parse_project(run_config(invocation, early=early), invocation, files)
     missing = [s for s in services or [] if s not in project.services]
     if missing and all(SERVICE_NAME.fullmatch(s) for s in missing):
         try:

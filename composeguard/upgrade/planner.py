@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from composeguard.compose import docker, images
+from composeguard.compose import docker, images, reads
 from composeguard.compose.project import Project
 from composeguard.errors import ConfigError, last_line
 from composeguard.pins.pinfile import PinFile
@@ -165,10 +165,27 @@ def scope_of(project: Project, requested: list[str], no_deps: bool = False) -> l
     return sorted(out)
 
 
-def record_running(project: Project, scope: list[str]) -> dict[str, Running]:
-    """What runs now, read before any pull: image ID and repo digest per service."""
+ImagesInUse = dict[str, "images.ImageInfo | None"]
+
+
+def images_in_use(project: Project) -> ImagesInUse | None:
+    """The images the project's containers run, by ID, from one listing and one inspect per
+    image (no container inspect): what must be read before a pull moves a tag. None when only
+    the CLI answers (its listing has no image IDs)."""
+    listed = reads.api_listing(f"com.docker.compose.project={project.name}")
+    if listed is None:
+        return None
+    return {i: images.image_info(i) for i in sorted({str(c.get("ImageID") or "") for c in listed} - {""})}
+
+
+def record_running(
+    project: Project, scope: list[str], read_before: ImagesInUse | None = None
+) -> dict[str, Running]:
+    """What runs now: image ID and repo digest per service. Read before any pull, or only the
+    containers while the pull runs when their images were read before it (``read_before``,
+    images_in_use): the repo digests come from those reads, not from what the pull changed."""
     running: dict[str, Running] = {}
-    seen: dict[str, images.ImageInfo | None] = {}  # twenty services often share one image
+    seen: ImagesInUse = dict(read_before or {})  # twenty services often share one image
     for c in docker.project_containers(project.name):
         if c.service not in scope:
             continue

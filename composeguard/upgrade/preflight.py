@@ -29,8 +29,9 @@ from composeguard.report import Reporter, mib, short
 from composeguard.storage.base import by_backend
 from composeguard.storage.resolve import backends_for
 from composeguard.upgrade.plan_storage import map_storage
-from composeguard.upgrade.planner import Plan, detect_changes, record_running, scope_of
+from composeguard.upgrade.planner import Plan, detect_changes, images_in_use, record_running, scope_of
 from composeguard.upgrade.policy import hold_back, run_vetoes, tell_waiting
+from composeguard.upgrade.pull import pull, pulled, start_pull
 from composeguard.upgrade.rollback import refuse_if_unfinished
 from composeguard.upgrade.transaction import Transaction
 from composeguard.upgrade.trial import check_trial
@@ -60,12 +61,13 @@ class UpRequest:
     deployed: bool = False
     trial: bool = False  # --trial: a trial run was asked for (a refusal stops the upgrade)
     now: bool = False  # update --now: the named services are installed whatever their policy
+    config: execute.Background | None = None  # `docker compose config`, started early (runner.py)
     # Filled in for the caller (update's JSON): what the policy held back (policy.py).
     told: dict[str, Any] = field(default_factory=dict)
 
 
 def guarded_up(req: UpRequest, rep: Reporter) -> int:
-    project = resolve(req.global_args, services=req.services)
+    project = resolve(req.global_args, services=req.services, early=req.config)
     if req.deployed:
         orphans = [s for s in req.services if s not in project.services]
         if orphans:
@@ -79,20 +81,6 @@ def guarded_up(req: UpRequest, rep: Reporter) -> int:
     with project_lock(project.name):
         refuse_if_unfinished(project.name)
         return _up_locked(project, req, rep)
-
-
-def _pull(
-    project: Project, services: list[str], pin_files: list[str], rep: Reporter, quiet: bool = False
-) -> None:
-    if not services:
-        return
-    if not quiet:
-        rep.step(f"pulling {', '.join(services)}")
-    args = ["pull", "--quiet", *services] if quiet else ["pull", *services]
-    proc = docker.compose(project, args, extra_files=pin_files, check=False, capture=quiet)
-    if proc.returncode != 0:
-        detail = f": {last_line(proc.stderr, '')}" if quiet and last_line(proc.stderr, "") else ""
-        raise GuardError(f"docker compose pull failed (exit {proc.returncode}){detail}; nothing was changed")
 
 
 def _lift_pins(project: Project, pins: PinFile, running: dict, rep: Reporter) -> set[str]:
@@ -149,9 +137,9 @@ def _dry_run_update(project: Project, req: UpRequest, pin_files: list[str], rep:
     nothing else (no snapshot, no journal, no commit, no retention)."""
     services = [s for s in scope_of(project, req.services, req.no_deps) if project.services[s].image]
     rep.step("dry run: docker compose shows what the update would do; nothing is changed")
-    pulled = docker.compose(project, ["--dry-run", "pull", *services], check=False)
-    if pulled.returncode != 0:
-        return pulled.returncode
+    dry_pull = docker.compose(project, ["--dry-run", "pull", *services], check=False)
+    if dry_pull.returncode != 0:
+        return dry_pull.returncode
     up = ["--dry-run", "up", "--detach", "--no-deps", *services]
     return docker.compose(project, up, extra_files=pin_files, check=False).returncode
 
@@ -195,26 +183,48 @@ def _plan(project: Project, req: UpRequest, rep: Reporter, pins: PinFile) -> int
     """Everything before the transaction: the pull, what changes, the storage, the checks;
     an exit code when there is nothing to guard, else the Transaction to run."""
     scope = scope_of(project, req.services, req.no_deps)
-    running = record_running(project, scope)
     with_images = [s for s in scope if project.services[s].image]
     if req.command == "update":
+        running = record_running(project, scope)
         opted_in = [s for s in scope if project.settings.for_service(project.services[s].settings).update]
         scope = [s for s in scope if s in opted_in]
         running = {s: r for s, r in running.items() if s in opted_in}
         with_images = [s for s in with_images if s in opted_in]
         # Pull the compose file's own tags (not the pinned digests) to see what is new.
-        _pull(project, with_images, [], rep, quiet=True)
+        pull(project, with_images, [], rep, quiet=True)
         pins = pins.without(_lift_pins(project, pins, running, rep))
+        return _plan_pulled(project, req, rep, pins, pins.applied_file(set(project.services)), scope, running)
     pin_files = pins.applied_file(set(project.services))
-    # compose checks the user's `up` arguments before anything is stopped: a typo must not
-    # stop, snapshot and roll back a healthy project (and pin a good image as bad). With a
-    # pull it checks them meanwhile (the pull waits on the registry, not on the CPU).
-    dry = _check_up_args(project, req, pin_files) if req.pull and req.command != "update" else None
+    if not req.pull:
+        running = record_running(project, scope)
+        missing = [
+            s
+            for s in with_images
+            if s in running
+            and images.image_info(pins.image_for(s) or project.services[s].image or "") is None
+        ]
+        pull(project, missing, pin_files, rep)
+        return _plan_pulled(project, req, rep, pins, pin_files, scope, running)
+    # `up --pull always`: compose checks the user's `up` arguments (a typo must not stop,
+    # snapshot and roll back a healthy project, and pin a good image as bad) and pulls while
+    # composeguard reads what runs now. Only the running images must be read before the pull
+    # moves their tags; the containers are read meanwhile.
+    dry = _check_up_args(project, req, pin_files)
+    pulling: execute.Background | None = None
     try:
-        return _pull_and_plan(project, req, rep, pins, pin_files, scope, running, with_images, dry)
+        before = images_in_use(project)
+        if before is None:  # no Engine API: read everything first, as compose is slow to ask
+            running = record_running(project, scope)
+            pull(project, with_images, pin_files, rep)
+        else:
+            pulling = start_pull(project, with_images, pin_files, rep)
+            running = record_running(project, scope, before)
+            pulled(pulling)
+        return _plan_pulled(project, req, rep, pins, pin_files, scope, running, dry)
     finally:
-        if dry is not None:
-            dry.cancel()
+        dry.cancel()
+        if pulling is not None:
+            pulling.cancel()
 
 
 def _check_up_args(project: Project, req: UpRequest, pin_files: list[str]) -> execute.Background:
@@ -223,7 +233,7 @@ def _check_up_args(project: Project, req: UpRequest, pin_files: list[str]) -> ex
     return execute.Background(execute.compose_command(*project.compose_args(pin_files), *args))
 
 
-def _pull_and_plan(
+def _plan_pulled(
     project: Project,
     req: UpRequest,
     rep: Reporter,
@@ -231,19 +241,8 @@ def _pull_and_plan(
     pin_files: list[str],
     scope: list[str],
     running: dict,
-    with_images: list[str],
-    dry: execute.Background | None,
+    dry: execute.Background | None = None,
 ) -> int | Transaction:
-    if req.pull and req.command != "update":
-        _pull(project, with_images, pin_files, rep)
-    elif req.command != "update":
-        missing = [
-            s
-            for s in with_images
-            if s in running
-            and images.image_info(pins.image_for(s) or project.services[s].image or "") is None
-        ]
-        _pull(project, missing, pin_files, rep)
     changes = detect_changes(project, pins, running)
     if req.command == "update":
         changes = _held_back(project, changes, req, rep)

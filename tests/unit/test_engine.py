@@ -17,6 +17,9 @@ import pytest
 
 from composeguard import execute
 from composeguard.compose import docker, engine
+from composeguard.compose.invocation import Invocation
+from composeguard.compose.project import parse_project
+from composeguard.upgrade.planner import images_in_use, record_running
 
 ID_A, ID_B, ID_RUN = "a" * 64, "b" * 64, "c" * 64
 
@@ -29,15 +32,18 @@ def labels(service: str, oneoff: bool = False) -> dict[str, str]:
     }
 
 
+IMAGE = {"Id": "sha256:" + "1" * 64, "RepoDigests": ["127.0.0.1:5000/shop/app@sha256:" + "2" * 64]}
 CONTAINERS = {
-    cid: {"Id": cid, "Name": name, "Config": {"Labels": lab}, "State": {}}
+    cid: {
+        "Id": cid, "Name": name, "Image": IMAGE["Id"], "State": {},
+        "Config": {"Labels": lab, "Image": "127.0.0.1:5000/shop/app:v1"},
+    }
     for cid, name, lab in [
         (ID_A, "/shop-a-1", labels("a")),
         (ID_B, "/shop-b-1", labels("b")),
         (ID_RUN, "/shop-b-run", labels("b", oneoff=True)),
     ]
 }
-IMAGE = {"Id": "sha256:" + "1" * 64, "RepoDigests": ["127.0.0.1:5000/shop/app@sha256:" + "2" * 64]}
 
 
 class Daemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -74,7 +80,7 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/containers/json":
             wanted = json.loads(query.get("filters", ["{}"])[0]).get("label", [])
             found = [
-                {"Id": c["Id"], "Labels": c["Config"]["Labels"]}
+                {"Id": c["Id"], "Labels": c["Config"]["Labels"], "ImageID": c["Image"]}
                 for c in CONTAINERS.values()
                 if all(w in {f"{k}={v}" for k, v in c["Config"]["Labels"].items()} for w in wanted)
             ]
@@ -122,6 +128,26 @@ def test_project_listing_leaves_out_one_off_runs(daemon: Daemon) -> None:
     assert sorted(docker.project_container_ids("shop")) == [(ID_A, "a"), (ID_B, "b")]
     assert sorted(c.service for c in docker.project_containers("shop")) == ["a", "b"]
     assert docker.project_container_ids("other") == []
+
+
+def test_the_running_images_are_read_before_the_pull_and_not_again(daemon: Daemon) -> None:
+    """A guarded ``up --pull always`` reads the running images (images_in_use: the listing and
+    one inspect per image, no container) before its pull starts, then the containers while it
+    runs: those reads must not ask for an image again, whose tag the pull may have moved."""
+    project = parse_project(
+        "name: shop\nservices:\n" + "".join(f"  {s}: {{image: 127.0.0.1:5000/shop/app:v1}}\n" for s in "ab"),
+        Invocation.parse([]), ["/srv/shop/compose.yaml"],
+    )
+    before = images_in_use(project)
+    assert before is not None and list(before) == [IMAGE["Id"]]
+    assert not [r for r in daemon.requests_seen if r.startswith("/containers/") and "/json" in r[12:]]
+    seen = len(daemon.requests_seen)
+    running = record_running(project, ["a", "b"], before)
+    assert {s: (r.image_id, r.repo_digest) for s, r in running.items()} == {
+        "a": (IMAGE["Id"], IMAGE["RepoDigests"][0]),
+        "b": (IMAGE["Id"], IMAGE["RepoDigests"][0]),
+    }
+    assert not [r for r in daemon.requests_seen[seen:] if r.startswith("/images/")]
 
 
 def test_an_error_of_the_daemon_is_not_taken_for_absence(daemon: Daemon) -> None:
