@@ -10,23 +10,21 @@ What a local image is, and its references: images.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from composeguard import execute
-from composeguard.compose import engine
 from composeguard.compose.project import Project
 from composeguard.compose.reads import (
     DaemonUnreachable,
-    api_get,
     api_listing,
     batched_inspect,
     container_ids,
+    daemon_answers,
     daemon_unreachable,
-    inspect_api,
+    docker_root_dir,
     seen_inspects,
 )
 from composeguard.dockercli import docker_binary
@@ -129,21 +127,12 @@ def wait_for_daemon(timeout: float) -> bool:
     """Wait until dockerd answers (after a restart); False when it did not within ``timeout``."""
     from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
-    def answers() -> bool:
-        if engine.socket_path() is not None:
-            try:
-                return engine.get("/_ping")[0] == 200
-            except engine.Unreachable:
-                return False
-        cmd = [docker_binary(), "version", "--format", "{{.Server.Version}}"]
-        return execute.run(cmd, check=False, timeout=30).returncode == 0
-
     return Retrying(
         stop=stop_after_delay(timeout),
         wait=wait_fixed(1),
         retry=retry_if_result(lambda ok: not ok),
         retry_error_callback=lambda state: False,
-    )(answers)
+    )(daemon_answers)
 
 
 def wait_healthy_again(ids: list[str], limit: float = 120.0) -> list[str]:
@@ -178,28 +167,6 @@ def wait_healthy_again(ids: list[str], limit: float = 120.0) -> list[str]:
         retry=retry_if_result(bool),
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
     )(sick)
-
-
-def volume_info(name: str) -> dict[str, Any] | None:
-    """``docker volume inspect``; None only when the volume does not exist (yet). Any other
-    failure is an error, not "no data" (step 8, point 2)."""
-    if engine.socket_path() is not None:
-        found = inspect_api("volume", [name])
-        return found[0] if found else None
-    proc = execute.run([docker_binary(), "volume", "inspect", name], check=False)
-    if proc.returncode != 0:
-        err = (proc.stderr or "").strip()
-        if "no such volume" in err.lower():
-            return None
-        if daemon_unreachable(err):
-            raise DaemonUnreachable("dockerd does not answer")
-        last = last_line(err, f"exit {proc.returncode}")
-        raise GuardError(f"docker volume inspect {name} failed: {last}; nothing was changed")
-    try:
-        data = json.loads(proc.stdout or "[]")
-    except json.JSONDecodeError as e:
-        raise GuardError(f"docker volume inspect {name} returned no JSON: {e}") from e
-    return data[0] if data else None
 
 
 def compose(
@@ -284,13 +251,4 @@ def data_root() -> str:
         suffix = f"/containers/{cid}/hosts"
         if cid and hosts.endswith(suffix) and os.path.isabs(hosts) and len(hosts) > len(suffix):
             return hosts[: -len(suffix)]
-    if engine.socket_path() is not None:
-        status, body = api_get("/info")
-        if status == 200 and isinstance(body, dict):
-            return str(body.get("DockerRootDir") or "/var/lib/docker")
-    proc = execute.run([docker_binary(), "info", "--format", "{{.DockerRootDir}}"], check=False)
-    if proc.returncode != 0:
-        if daemon_unreachable(proc.stderr):
-            raise DaemonUnreachable("dockerd does not answer")
-        raise GuardError(f"docker info failed: {last_line(proc.stderr, str(proc.returncode))}")
-    return proc.stdout.strip() or "/var/lib/docker"
+    return docker_root_dir()

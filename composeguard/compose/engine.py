@@ -17,6 +17,7 @@ client: nothing here changes Docker's state. Standard library only.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import logging
@@ -56,7 +57,13 @@ def _current_context() -> str:
     """The docker CLI's current context ("default" when none is set)."""
     if os.environ.get("DOCKER_CONTEXT"):
         return os.environ["DOCKER_CONTEXT"]
-    config = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return _context_in(os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker"))
+
+
+@functools.lru_cache(maxsize=8)
+def _context_in(config: str) -> str:
+    """``currentContext`` of the CLI config in folder ``config``, read once per process (every
+    read of Docker's state asks which socket to use)."""
     try:
         with open(os.path.join(config, "config.json"), "rb") as f:
             raw = f.read()

@@ -134,3 +134,50 @@ def container_ids(label: str | None = None) -> list[str]:
 def seen_inspects() -> list[dict[str, Any]]:
     """The containers inspected so far within ``inspect_once`` (none outside it)."""
     return list((_seen or {}).values())
+
+
+def volume_inspect(name: str) -> dict[str, Any] | None:
+    """``docker volume inspect NAME``; None only when the volume does not exist (yet). Any
+    other failure is an error, not "no data" (step 8, point 2)."""
+    if engine.socket_path() is not None:
+        found = inspect_api("volume", [name])
+        return found[0] if found else None
+    proc = execute.run([docker_binary(), "volume", "inspect", name], check=False)
+    if proc.returncode != 0:
+        err = (proc.stderr or "").strip()
+        if "no such volume" in err.lower():
+            return None
+        if daemon_unreachable(err):
+            raise DaemonUnreachable("dockerd does not answer")
+        last = last_line(err, f"exit {proc.returncode}")
+        raise GuardError(f"docker volume inspect {name} failed: {last}; nothing was changed")
+    try:
+        data = json.loads(proc.stdout or "[]")
+    except json.JSONDecodeError as e:
+        raise GuardError(f"docker volume inspect {name} returned no JSON: {e}") from e
+    return data[0] if data else None
+
+
+def docker_root_dir() -> str:
+    """``DockerRootDir`` of ``docker info``."""
+    if engine.socket_path() is not None:
+        status, body = api_get("/info")
+        if status == 200 and isinstance(body, dict):
+            return str(body.get("DockerRootDir") or "/var/lib/docker")
+    proc = execute.run([docker_binary(), "info", "--format", "{{.DockerRootDir}}"], check=False)
+    if proc.returncode != 0:
+        if daemon_unreachable(proc.stderr):
+            raise DaemonUnreachable("dockerd does not answer")
+        raise GuardError(f"docker info failed: {last_line(proc.stderr, str(proc.returncode))}")
+    return proc.stdout.strip() or "/var/lib/docker"
+
+
+def daemon_answers() -> bool:
+    """Whether dockerd answers now (``/_ping``, or ``docker version``)."""
+    if engine.socket_path() is not None:
+        try:
+            return engine.get("/_ping")[0] == 200
+        except engine.Unreachable:
+            return False
+    cmd = [docker_binary(), "version", "--format", "{{.Server.Version}}"]
+    return execute.run(cmd, check=False, timeout=30).returncode == 0

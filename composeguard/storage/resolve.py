@@ -130,9 +130,9 @@ class StorageMapper:
             return str(opts["device"]), None
         if opts.get("type") not in (None, "none"):
             return None, f"named volume {v.source} is a {opts.get('type')} mount"
-        from composeguard.compose.docker import volume_info
+        from composeguard.compose.reads import volume_inspect
 
-        info = volume_info(spec.get("name") or v.source)
+        info = volume_inspect(spec.get("name") or v.source)
         if info is None:
             return None, None  # not created yet: there is no data to protect
         return volume_path(info)

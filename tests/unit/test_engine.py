@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from composeguard import execute
-from composeguard.compose import docker, engine
+from composeguard.compose import docker, engine, reads
 from composeguard.compose.invocation import Invocation
 from composeguard.compose.project import parse_project
 from composeguard.upgrade.planner import images_in_use, record_running
@@ -152,8 +152,8 @@ def test_the_running_images_are_read_before_the_pull_and_not_again(daemon: Daemo
 
 def test_an_error_of_the_daemon_is_not_taken_for_absence(daemon: Daemon) -> None:
     with pytest.raises(docker.GuardError, match="volume store is corrupt"):
-        docker.volume_info("broken")
-    assert docker.volume_info("nosuch") is None
+        reads.volume_inspect("broken")
+    assert reads.volume_inspect("nosuch") is None
 
 
 def test_a_daemon_that_does_not_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,3 +200,14 @@ def test_the_socket_is_used_only_for_the_daemon_the_cli_would_ask(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert engine.socket_path() == expected
+
+
+def test_the_cli_config_is_read_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read asks which socket to use; the CLI's config.json is read for the first only."""
+    for name in ("DOCKER_HOST", "DOCKER_CONTEXT", "COMPOSEGUARD_DOCKER", "COMPOSEGUARD_NO_ENGINE_API"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"currentContext": "rootless"}))
+    assert engine.socket_path() is None
+    (tmp_path / "config.json").unlink()
+    assert engine.socket_path() is None
