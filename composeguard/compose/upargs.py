@@ -3,6 +3,8 @@ the new version with, and what of it the rollback repeats when it starts the old
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 # Options of `docker compose up` that take a value (to find the service arguments).
 UP_OPTIONS_WITH_VALUE = {
     "--attach",
@@ -64,6 +66,40 @@ def upgrade_up_args(args: list[str]) -> list[str]:
     if not (opts.get("--detach") or opts.get("--wait")):
         out.insert(0, "--detach")
     return ["--pull", "missing", *out]
+
+
+# `up` words compose accepts in any project (with such values): an `up` made only of these and
+# the project's service names needs no `docker compose --dry-run up` to be checked first.
+PLAIN_FLAGS = frozenset(
+    {"-d", "--detach", "--wait", "--no-deps", "--remove-orphans", "--quiet-pull", "--force-recreate"}
+)
+PULL_POLICIES = frozenset({"always", "missing", "never", "build"})
+SECONDS_OPTIONS = frozenset({"-t", "--timeout", "--wait-timeout"})
+
+
+def plainly_valid(args: list[str], services: Collection[str]) -> bool:
+    """Whether compose certainly accepts ``up ARGS``: each word is one of PLAIN_FLAGS, ``--pull
+    POLICY``, whole seconds for ``-t``/``--timeout``/``--wait-timeout``, or a service of the
+    project. Anything else (a typo, a cluster, another option, ``=`` on a flag) is left to
+    compose's own dry run: a command line compose refuses must not stop anything."""
+    i = 0
+    while i < len(args):
+        word = args[i]
+        name, eq, value = word.partition("=") if word.startswith("--") else (word, "", "")
+        if not eq and (name == "--pull" or name in SECONDS_OPTIONS):
+            if i + 1 >= len(args):
+                return False
+            i, eq, value = i + 1, "=", args[i + 1]
+        if name == "--pull" and eq:
+            ok = value in PULL_POLICIES
+        elif name in SECONDS_OPTIONS and eq:
+            ok = value.isdigit()
+        else:
+            ok = (name in PLAIN_FLAGS and not eq) or (not word.startswith("-") and word in services)
+        if not ok:
+            return False
+        i += 1
+    return True
 
 
 # strconv.ParseBool, which compose's boolean flags use: `--dry-run=<one of these>`.

@@ -19,6 +19,7 @@ from composeguard.compose.upargs import (
     dry_run_options,
     is_dry_run,
     parse_up_args,
+    plainly_valid,
     upgrade_up_args,
 )
 from composeguard.dockercli import GLOBAL_OPTIONS_WITH_VALUE
@@ -222,13 +223,18 @@ def _plan(project: Project, req: UpRequest, rep: Reporter, pins: PinFile) -> int
             pulled(pulling)
         return _plan_pulled(project, req, rep, pins, pin_files, scope, running, dry)
     finally:
-        dry.cancel()
+        if dry is not None:
+            dry.cancel()
         if pulling is not None:
             pulling.cancel()
 
 
-def _check_up_args(project: Project, req: UpRequest, pin_files: list[str]) -> execute.Background:
-    """``docker compose --dry-run up`` of the user's arguments, started now, read later."""
+def _check_up_args(project: Project, req: UpRequest, pin_files: list[str]) -> execute.Background | None:
+    """``docker compose --dry-run up`` of the user's arguments, started now, read later; None
+    when compose certainly accepts them (``up -d --pull always app``: one compose process
+    less, on a host where every process competes with the healthchecks for the CPU)."""
+    if plainly_valid(req.up_args, project.services):
+        return None
     args = ["--dry-run", "up", *upgrade_up_args(req.up_args)]
     return execute.Background(execute.compose_command(*project.compose_args(pin_files), *args))
 
@@ -253,8 +259,9 @@ def _plan_pulled(
         log.info("no service changes its image: plain docker compose up")
         base = project.compose_args(pin_files) if pin_files else req.global_args
         raise ExecInstead([*base, "up", *req.up_args])
-    checked = (dry or _check_up_args(project, req, pin_files)).result()
-    if checked.returncode != 0:
+    dry = dry or _check_up_args(project, req, pin_files)
+    checked = dry.result() if dry else None
+    if checked and checked.returncode != 0:
         raise ConfigError(
             f"docker compose up refused the arguments: {last_line(checked.stderr, '?')}; nothing was changed"
         )

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from composeguard.compose.upargs import parse_up_args, rollback_up_options, up_options, upgrade_up_args
+from composeguard.compose.upargs import (
+    parse_up_args,
+    plainly_valid,
+    rollback_up_options,
+    up_options,
+    upgrade_up_args,
+)
 
 
 @pytest.mark.parametrize(
@@ -184,3 +190,30 @@ def test_rollback_options_do_not_modify_the_journal() -> None:
     copy = list(args)
     rollback_up_options(args, ["app"], recreate=True)
     assert args == copy
+
+
+@pytest.mark.parametrize(
+    ("args", "valid"),
+    [
+        (["-d", "--pull", "always"], True),
+        (["--detach", "--pull=missing", "app", "db"], True),
+        (["--wait", "--wait-timeout", "30", "--no-deps", "app"], True),
+        (["-d", "-t", "5", "--remove-orphans", "--quiet-pull", "--force-recreate"], True),
+        ([], True),
+        # left to compose's dry run: a typo, a missing or odd value, a cluster, another option,
+        # a word that is no service of the project, '=' on a flag
+        (["-d", "--detatch"], False),
+        (["-d", "--pull"], False),
+        (["-d", "--pull", "sometimes"], False),
+        (["-t", "-5"], False),
+        (["-t", "5s"], False),
+        (["-dt", "5"], False),
+        (["-d", "--scale", "app=2"], False),
+        (["-d", "--abort-on-container-exit"], False),
+        (["-d", "ap"], False),
+        (["--detach=false"], False),
+        (["-d", "--no-recreate"], False),
+    ],
+)
+def test_plainly_valid_up_args_skip_the_dry_run(args: list[str], valid: bool) -> None:
+    assert plainly_valid(args, {"app", "db"}) is valid
