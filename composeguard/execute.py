@@ -14,9 +14,10 @@ log = logging.getLogger("composeguard.execute")
 
 
 def compose_command(*args: str) -> list[str]:
-    """``docker compose ARGS`` as an argument list (the real plugin when the shim is installed)."""
+    """``docker compose ARGS`` as an argument list: the compose plugin run directly, as the
+    docker CLI runs it (dockercli.compose_argv)."""
     try:
-        return [*compose_argv(), *args]
+        return [*compose_argv(direct=True), *args]
     except NoRealCompose as e:
         raise ConfigError(f"{e}; install the compose plugin or remove the shim") from None
 

@@ -26,6 +26,7 @@ class Running:
     container_ids: list[str]
     image_id: str
     repo_digest: str | None  # repo@sha256:… of the running image in the service's repository
+    image: images.ImageInfo | None = field(default=None, repr=False)  # as read then (its labels)
 
 
 @dataclass
@@ -195,7 +196,7 @@ def record_running(
                 seen[c.image_id] = images.image_info(c.image_id)
             info = seen[c.image_id]
             digest = info.digest_for(c.image_ref) if info else None
-            running[c.service] = Running(c.service, [c.id], c.image_id, digest)
+            running[c.service] = Running(c.service, [c.id], c.image_id, digest, info)
         else:
             r.container_ids.append(c.id)
     return running
@@ -239,8 +240,9 @@ def detect_changes(
             changes[svc] = Change(svc, r.image_id, r.repo_digest, ref, info.id, info.digest_for(ref))
         changes[svc].new_created = info.created if info else ""
         new_info[svc] = info
-    # what changed: the old images' labels, all of them in one inspect
-    old = images.images_by_id([c.old_image_id for c in changes.values()])
+    # what changed: the old images' labels, as read with what runs (else all in one inspect)
+    old = {r.image_id: r.image for r in running.values() if r.image}
+    old |= images.images_by_id([c.old_image_id for c in changes.values() if c.old_image_id not in old])
     for svc, c in changes.items():
         c.labels = what_changed(old.get(c.old_image_id), new_info[svc])
     return changes
