@@ -33,6 +33,7 @@ from composeguard.storage.btrfs_subvolume import (
     check_private,
     destroy_at,
     private_dirs,
+    readonly_snapshot_at,
     snapshot_at,
     subvolume_info,
 )
@@ -194,10 +195,11 @@ class BtrfsBackend(BtrfsPathRestore, BtrfsClones):
             private_dirs(target.parent, self.snapshot_base(d))
             self._write_tags(tdir, tags)
             if not target.exists():
+                pfd = safedir.open_dir(str(target.parent))
                 try:
-                    execute.run(["btrfs", "subvolume", "snapshot", "-r", d.name, str(target)])
-                except CommandError as e:
-                    raise StorageError(f"cannot snapshot {d.name}: {last_line(e.stderr)}") from e
+                    readonly_snapshot_at(d.name, pfd, target.name)
+                finally:
+                    os.close(pfd)
             snap = Snapshot(d, str(target))
             snaps.append(snap)
             if on_each:

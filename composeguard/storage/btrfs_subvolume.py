@@ -23,6 +23,7 @@ SUBVOLUME_ROOT_INO = 256  # BTRFS_FIRST_FREE_OBJECTID: the root directory of eve
 BTRFS_IOC_SNAP_CREATE_V2 = 0x50009417  # _IOW(0x94, 23, struct btrfs_ioctl_vol_args_v2)
 BTRFS_IOC_SNAP_DESTROY = 0x5000940F  # _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
 BTRFS_IOC_SUBVOL_CREATE = 0x5000940E  # _IOW(0x94, 14, struct btrfs_ioctl_vol_args)
+BTRFS_SUBVOL_RDONLY = 1 << 1  # btrfs_ioctl_vol_args_v2.flags: a read-only snapshot
 
 
 def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
@@ -30,20 +31,39 @@ def snapshot_at(source: str, dir_fd: int, name: str, where: str) -> None:
     ``dir_fd``, by ioctl: the new name is made in that very directory and never through a
     link (EEXIST when anything has the name), unlike ``btrfs subvolume snapshot SRC PATH``,
     which would put the snapshot INSIDE a folder or link planted at PATH."""
-    bname = os.fsencode(name)
-    if not bname or b"/" in bname or len(bname) > 4039:
-        raise StorageError(f"cannot make {where}: bad name")
     src_fd = safedir.open_dir(source)
     try:
-        args = bytearray(4096)
-        struct.pack_into("=q", args, 0, src_fd)
-        args[56 : 56 + len(bname)] = bname
-        log.debug("ioctl BTRFS_IOC_SNAP_CREATE_V2 %s -> %s", source, where)
-        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
-    except OSError as e:
-        raise StorageError(f"cannot copy the snapshot {source} to {where}: {e.strerror}") from e
+        _snap_create(src_fd, dir_fd, name, 0, f"cannot copy the snapshot {source} to {where}")
     finally:
         os.close(src_fd)
+
+
+def readonly_snapshot_at(source: str, dir_fd: int, name: str) -> None:
+    """``btrfs subvolume snapshot -r SOURCE`` as ``name`` in the directory ``dir_fd``: the
+    same ioctl, without a process per snapshot (thirty of them took a second on a busy lab, all
+    of it downtime). ``source``, the live subvolume, is opened as the CLI opens it."""
+    try:
+        src_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise StorageError(f"cannot snapshot {source}: {e.strerror}") from e
+    try:
+        _snap_create(src_fd, dir_fd, name, BTRFS_SUBVOL_RDONLY, f"cannot snapshot {source}")
+    finally:
+        os.close(src_fd)
+
+
+def _snap_create(src_fd: int, dir_fd: int, name: str, flags: int, failing: str) -> None:
+    bname = os.fsencode(name)
+    if not bname or b"/" in bname or len(bname) > 4039:
+        raise StorageError(f"{failing}: bad name")
+    args = bytearray(4096)
+    struct.pack_into("=qQQ", args, 0, src_fd, 0, flags)
+    args[56 : 56 + len(bname)] = bname
+    log.debug("ioctl BTRFS_IOC_SNAP_CREATE_V2 flags=%d %s", flags, name)
+    try:
+        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
+    except OSError as e:
+        raise StorageError(f"{failing}: {e.strerror}") from e
 
 
 def _vol_args_ioctl(dir_fd: int, request: int, name: str, failing: str) -> None:

@@ -135,3 +135,31 @@ def test_something_in_the_clones_place_is_refused_and_destroy_refuses_what_is_no
     with pytest.raises(StorageError, match="not in a composeguard snapshot folder"):
         be.destroy(str(sv))
     assert (sv / "data.txt").read_text() == "before\n"
+
+
+def test_pre_upgrade_snapshot_is_read_only_and_of_the_live_subvolume(live, monkeypatch) -> None:
+    """The pre-upgrade snapshot is made by ioctl in-process (no ``btrfs`` process per
+    subvolume): read-only, a snapshot of the live subvolume (its Parent UUID), holding the data
+    as it was, and nothing the live one gets afterwards."""
+    from composeguard import execute
+
+    sv, project = live
+    be = _backend()
+    dataset = be.dataset_for(str(sv))
+
+    def no_btrfs_process(argv, **kw):
+        assert list(argv)[:3] != ["btrfs", "subvolume", "snapshot"], argv
+        return real_run(argv, **kw)
+
+    real_run = execute.run
+    monkeypatch.setattr(execute, "run", no_btrfs_process)
+    (snap,) = be.snapshot([dataset], _tags(project))
+    (sv / "data.txt").write_text("live, after the snapshot\n")
+
+    assert _ro(snap.name) == "ro=true"
+    show = output("btrfs", "subvolume", "show", snap.name)
+    parent = next(ln for ln in show.splitlines() if ln.strip().startswith("Parent UUID:"))
+    assert parent.split(":", 1)[1].strip() == _uuid(sv)
+    assert (Path(snap.name) / "data.txt").read_text() == "before\n"
+    with pytest.raises(OSError):
+        (Path(snap.name) / "new.txt").write_text("x")
