@@ -53,27 +53,26 @@ def readonly_snapshot_at(source: str, dir_fd: int, name: str) -> None:
 
 
 def _snap_create(src_fd: int, dir_fd: int, name: str, flags: int, failing: str) -> None:
-    bname = os.fsencode(name)
-    if not bname or b"/" in bname or len(bname) > 4039:
-        raise StorageError(f"{failing}: bad name")
-    args = bytearray(4096)
-    struct.pack_into("=qQQ", args, 0, src_fd, 0, flags)
-    args[56 : 56 + len(bname)] = bname
-    log.debug("ioctl BTRFS_IOC_SNAP_CREATE_V2 flags=%d %s", flags, name)
-    try:
-        fcntl.ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, args)
-    except OSError as e:
-        raise StorageError(f"{failing}: {e.strerror}") from e
+    """BTRFS_IOC_SNAP_CREATE_V2: struct btrfs_ioctl_vol_args_v2 (fd, transid, flags, …, name at 56)."""
+    header = struct.pack("=qQQ", src_fd, 0, flags)
+    _name_ioctl(dir_fd, BTRFS_IOC_SNAP_CREATE_V2, header, 56, name, failing)
 
 
 def _vol_args_ioctl(dir_fd: int, request: int, name: str, failing: str) -> None:
-    """An ioctl taking struct btrfs_ioctl_vol_args (the name of an entry of ``dir_fd``)."""
+    """An ioctl taking struct btrfs_ioctl_vol_args (fd, then the name of an entry of ``dir_fd``)."""
+    _name_ioctl(dir_fd, request, b"", 8, name, failing)
+
+
+def _name_ioctl(dir_fd: int, request: int, header: bytes, name_at: int, name: str, failing: str) -> None:
+    """An ioctl on ``dir_fd`` whose 4096-byte argument is ``header``, then ``name`` at ``name_at``
+    (NUL-terminated, one entry of that directory)."""
     bname = os.fsencode(name)
-    if not bname or b"/" in bname or len(bname) > 4087:
+    if not bname or b"/" in bname or len(bname) > 4095 - name_at:
         raise StorageError(f"{failing}: bad name")
     args = bytearray(4096)
-    args[8 : 8 + len(bname)] = bname
-    log.debug("ioctl 0x%x %s", request, failing)
+    args[: len(header)] = header
+    args[name_at : name_at + len(bname)] = bname
+    log.debug("ioctl 0x%x %s (%s)", request, name, failing)
     try:
         fcntl.ioctl(dir_fd, request, args)
     except OSError as e:
