@@ -53,6 +53,8 @@ def pause_point(name: str) -> None:
         return
     marker = os.environ.get("COMPOSEGUARD_TEST_PAUSE_FILE")
     if marker:
-        with open(marker, "w", encoding="utf-8") as f:
+        # whole or not at all: the test reads the pid as soon as the file exists
+        with open(f"{marker}.tmp", "w", encoding="utf-8") as f:
             f.write(f"{os.getpid()}\n")
+        os.replace(f"{marker}.tmp", marker)
     time.sleep(float(os.environ.get("COMPOSEGUARD_TEST_PAUSE_SECONDS", "600")))
